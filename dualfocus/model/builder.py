@@ -1,0 +1,426 @@
+"""load_pretrained_model: LLaVA's loader, deciding by the files and config present.
+
+Layouts (checked in this order):
+  lora       `adapter_config.json` (+ adapter weights, `non_lora_trainables.bin`) on `model_base`
+  projector  `mm_projector.bin` and no full weights, on `model_base` (a plain Llama/Vicuna)
+  hf         a transformers llava-hf checkpoint (`LlavaForConditionalGeneration`)
+  original   LLaVA's own layout: flat Llama config + `mm_*` fields, `model.layers.*` weights
+Names of the model or the path are never consulted.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import torch
+from accelerate import init_empty_weights
+from transformers import CLIPImageProcessor, CLIPVisionConfig
+
+from dualfocus.model.checkpoint_io import load_state_dict, save_state_dict, weight_files
+from dualfocus.model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
+
+log = logging.getLogger(__name__)
+
+TOWER_PREFIX = "model.vision_tower.vision_tower."
+# Keys some LLaVA checkpoints carry that no current module owns (recomputed at init).
+_IGNORED_KEYS = re.compile(r"rotary_emb\.inv_freq$|position_ids$")
+# Config keys that describe the file rather than the model.
+_META_KEYS = ("model_type", "architectures", "transformers_version", "auto_map", "_name_or_path", "torch_dtype", "dtype")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded, with the file and the reason."""
+
+
+# -- public API ---------------------------------------------------------------------------------
+def load_pretrained_model(
+    model_path: str,
+    model_base: str | None = None,
+    model_name: str | None = None,
+    load_8bit: bool = False,
+    load_4bit: bool = False,
+    device_map: str | dict | None = "auto",
+    device: str = "cuda",
+    *,
+    torch_dtype: torch.dtype | str | None = None,
+    attn_implementation: str | None = None,
+    use_flash_attn: bool = False,
+    trust_remote_code: bool = False,
+    **kwargs,
+):
+    """Load a LLaVA-1.5 / DualFocus checkpoint; returns (tokenizer, model, image_processor, context_len).
+
+    `model_name` is accepted for LLaVA compatibility and ignored: the layout is read from the files.
+    dtype: fp16 on GPU, fp32 on CPU unless `torch_dtype` says otherwise. Attention: sdpa, or
+    flash_attention_2 (`use_flash_attn=True`, needs flash-attn), or eager.
+    """
+    del model_name, kwargs  # accepted for LLaVA's signature; the layout decides
+    device = _resolve_device(device)
+    dtype = _resolve_dtype(torch_dtype, device)
+    attn = _resolve_attention(attn_implementation, use_flash_attn)
+    if load_4bit or load_8bit:
+        _require_bitsandbytes(device)
+    path = resolve_path(model_path)
+    layout = detect_layout(path, model_base)
+    log.info("loading %s as a %s checkpoint", path, layout)
+    if layout == "hf":
+        from dualfocus.model.convert import load_hf_checkpoint
+
+        model, tokenizer, image_processor = load_hf_checkpoint(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    else:
+        base = resolve_path(model_base) if model_base else None
+        model = _load_layout(layout, path, base, dtype)
+        tokenizer = load_tokenizer(path if _has_tokenizer(path) else base)
+        image_processor = load_image_processor(path, model.config)
+    model.config._attn_implementation = attn
+    model.model.vision_tower.vision_tower.config._attn_implementation = "eager" if attn == "eager" else "sdpa"
+    _add_image_tokens(model, tokenizer)
+    if load_4bit or load_8bit:
+        model = _quantize(model, load_4bit, dtype)
+    model = _place(model, device, device_map)
+    model.eval()
+    context_len = getattr(model.config, "max_sequence_length", None) or 2048
+    return tokenizer, model, image_processor, context_len
+
+
+def resolve_path(model_path: str) -> Path:
+    """A local directory, or a hub id resolved the usual way (needs network and huggingface_hub)."""
+    p = Path(os.path.expanduser(model_path))
+    if p.is_dir():
+        return p
+    if p.exists():
+        raise CheckpointError(f"{p}: is a file; a checkpoint is a directory")
+    if _looks_like_hub_id(model_path):
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(model_path))
+        except Exception as e:  # noqa: BLE001 - hub errors vary; the message says which id failed
+            raise CheckpointError(f"{model_path}: not a local directory, and the hub could not provide it ({e})") from e
+    raise FileNotFoundError(f"checkpoint directory {model_path} does not exist")
+
+
+def detect_layout(path: Path, model_base: str | None) -> str:
+    if (path / "adapter_config.json").is_file():
+        if not model_base:
+            raise CheckpointError(f"{path}: a LoRA checkpoint (adapter_config.json); pass the base model as model_base")
+        return "lora"
+    has_weights = bool(weight_files(path))
+    if (path / "mm_projector.bin").is_file() and not has_weights:
+        if not model_base:
+            raise CheckpointError(f"{path}: a projector-only checkpoint (mm_projector.bin); pass the LLM as model_base")
+        return "projector"
+    cfg = read_config(path)
+    if "text_config" in cfg or "LlavaForConditionalGeneration" in (cfg.get("architectures") or []):
+        return "hf"
+    if not (cfg.get("mm_vision_tower") or cfg.get("mm_vision_config")):
+        raise CheckpointError(
+            f"{path / 'config.json'}: no mm_vision_tower; not a LLaVA checkpoint (a plain LLM goes in model_base)"
+        )
+    if not has_weights:
+        raise CheckpointError(f"{path}: no weights (model.safetensors, pytorch_model.bin or a sharded index)")
+    if model_base:
+        raise CheckpointError(
+            f"{path} is a full checkpoint; model_base={model_base!r} would be ignored. Drop model_base."
+        )
+    return "original"
+
+
+def read_config(path: Path) -> dict:
+    f = path / "config.json"
+    if not f.is_file():
+        raise CheckpointError(f"{path}: missing config.json")
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{f}: not valid JSON ({e})") from e
+
+
+def llava_config(cfg: dict, checkpoint_dir: Path) -> LlavaLlamaConfig:
+    """Our config from an original-layout config.json, with the vision tower's config resolved."""
+    fields = {k: v for k, v in cfg.items() if k not in _META_KEYS}
+    if not fields.get("mm_vision_config"):
+        fields["mm_vision_config"] = vision_config(fields.get("mm_vision_tower"), checkpoint_dir).to_dict()
+    return LlavaLlamaConfig(**fields)
+
+
+def vision_config(tower: str | None, checkpoint_dir: Path) -> CLIPVisionConfig:
+    return CLIPVisionConfig.from_pretrained(str(vision_tower_dir(tower, checkpoint_dir)))
+
+
+def vision_tower_dir(tower: str | None, checkpoint_dir: Path) -> Path:
+    if not tower:
+        raise CheckpointError(f"{checkpoint_dir / 'config.json'}: mm_vision_tower is not set")
+    for candidate in (Path(os.path.expanduser(tower)), checkpoint_dir / tower):
+        if candidate.is_dir():
+            return candidate
+    if _looks_like_hub_id(tower):
+        return resolve_path(tower)
+    raise FileNotFoundError(
+        f"vision tower {tower!r} (mm_vision_tower in {checkpoint_dir / 'config.json'}) does not exist"
+    )
+
+
+def load_tokenizer(path: Path | None):
+    """The checkpoint's sentencepiece tokenizer, loaded so it tokenizes as LLaVA's (never remote code)."""
+    if path is None:
+        raise CheckpointError("no tokenizer found in the checkpoint and no model_base to take it from")
+    from dualfocus.tiny.tokenizer import load_tokenizer as _load
+
+    return _load(path)
+
+
+def load_image_processor(path: Path, config: LlavaLlamaConfig) -> CLIPImageProcessor:
+    """The checkpoint's own preprocessor_config.json if present, else the vision tower's (as LLaVA)."""
+    if (path / "preprocessor_config.json").is_file():
+        return CLIPImageProcessor.from_pretrained(str(path))
+    return CLIPImageProcessor.from_pretrained(str(vision_tower_dir(config.mm_vision_tower, path)))
+
+
+def save_original_checkpoint(
+    model: LlavaLlamaForCausalLM,
+    out_dir: str | os.PathLike,
+    tokenizer=None,
+    image_processor=None,
+    *,
+    include_vision_tower: bool = True,
+    safe_serialization: bool = True,
+    max_shard_bytes: int | None = None,
+) -> Path:
+    """Write `model` in the original LLaVA layout (config.json model_type "llava")."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = model.config.to_dict()
+    for k in _META_KEYS:
+        cfg.pop(k, None)
+    cfg.update(model_type="llava", architectures=["LlavaLlamaForCausalLM"])
+    cfg.setdefault("mm_hidden_size", model.model.vision_tower.hidden_size)
+    cfg["mm_hidden_size"] = model.model.vision_tower.hidden_size
+    cfg["use_mm_proj"] = True
+    (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    state = {}
+    for key, tensor in model.state_dict().items():
+        if key.startswith(TOWER_PREFIX):
+            if not include_vision_tower:
+                continue
+            key = TOWER_PREFIX + _with_vision_model(key[len(TOWER_PREFIX):])
+        state[key] = tensor
+    save_state_dict(state, out, safe_serialization=safe_serialization, max_shard_bytes=max_shard_bytes)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out))
+    if image_processor is not None:
+        image_processor.save_pretrained(str(out))
+    return out
+
+
+# -- layouts --------------------------------------------------------------------------------------
+def _load_layout(layout: str, path: Path, base: Path | None, dtype: torch.dtype) -> LlavaLlamaForCausalLM:
+    config = llava_config(read_config(path), path)
+    if layout == "original":
+        return _materialize(config, load_state_dict(weight_files(path)), path, dtype)
+    assert base is not None
+    base_files = weight_files(base)
+    if not base_files:
+        raise CheckpointError(f"model_base {base}: no weights found")
+    state = load_state_dict(base_files)
+    if layout == "projector":
+        state.update(_projector_weights(path / "mm_projector.bin"))
+        return _materialize(config, state, path, dtype)
+    # lora: base weights + non-LoRA trainables (projector, maybe embeddings), then the adapter merged.
+    extra = path / "non_lora_trainables.bin"
+    if extra.is_file():
+        state.update(_strip_peft_prefix(load_state_dict([extra])))
+    model = _materialize(config, state, path, dtype, allow_missing_projector=not extra.is_file())
+    return _merge_lora(model, path)
+
+
+def _materialize(
+    config: LlavaLlamaConfig, state: dict, path: Path, dtype: torch.dtype, allow_missing_projector: bool = False
+) -> LlavaLlamaForCausalLM:
+    with init_empty_weights(include_buffers=False):
+        model = LlavaLlamaForCausalLM(config)
+    expected = model.state_dict()
+    state = _normalise_tower_keys(state, expected)
+    if not any(k.startswith(TOWER_PREFIX) for k in state):
+        state.update(_tower_weights(config.mm_vision_tower, path, expected))
+    _check_keys(state, expected, path, allow_missing_projector)
+    floating = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items() if k in expected}
+    model.load_state_dict(floating, strict=False, assign=True)
+    leftover = [n for n, p in model.named_parameters() if p.is_meta]
+    if leftover:  # only possible for an allowed-missing projector: initialise it
+        model.model.mm_projector.to_empty(device="cpu").to(dtype)
+        for m in model.model.mm_projector.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+    model.model.vision_tower.requires_grad_(False)
+    return model
+
+
+def _check_keys(state: dict, expected: dict, path: Path, allow_missing_projector: bool) -> None:
+    for key, tensor in state.items():
+        if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
+            raise CheckpointError(
+                f"{path}: weight {key} has shape {tuple(tensor.shape)}, the config needs {tuple(expected[key].shape)}"
+            )
+    missing = [k for k in expected if k not in state]
+    if allow_missing_projector:
+        missing = [k for k in missing if not k.startswith("model.mm_projector.")]
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" ... ({len(missing)} in all)" if len(missing) > 8 else "")
+        raise CheckpointError(f"{path}: weights missing for {shown}")
+    unexpected = [k for k in state if k not in expected and not _IGNORED_KEYS.search(k)]
+    if unexpected:
+        log.warning("%s: %d unused weights, e.g. %s", path, len(unexpected), ", ".join(unexpected[:5]))
+
+
+def _normalise_tower_keys(state: dict, expected: dict) -> dict:
+    """CLIP keys on disk have `vision_model.`; recent transformers modules may not (or vice versa)."""
+    out = {}
+    for key, tensor in state.items():
+        if key.startswith(TOWER_PREFIX) and key not in expected:
+            rest = key[len(TOWER_PREFIX):]
+            alt = rest[len("vision_model."):] if rest.startswith("vision_model.") else "vision_model." + rest
+            if TOWER_PREFIX + alt in expected:
+                key = TOWER_PREFIX + alt
+        out[key] = tensor
+    return out
+
+
+def _with_vision_model(rest: str) -> str:
+    return rest if rest.startswith("vision_model.") else "vision_model." + rest
+
+
+def _tower_weights(tower: str | None, checkpoint_dir: Path, expected: dict) -> dict:
+    tower_dir = vision_tower_dir(tower, checkpoint_dir)
+    files = weight_files(tower_dir)
+    if not files:
+        raise CheckpointError(f"vision tower {tower_dir}: no weights found")
+    state = {}
+    for key, tensor in load_state_dict(files).items():
+        if key.startswith("vision_model.") or not key.startswith(("text_model.", "text_projection", "visual_projection", "logit_scale")):
+            state[TOWER_PREFIX + key] = tensor
+    return _normalise_tower_keys(state, expected)
+
+
+def _projector_weights(f: Path) -> dict:
+    state = load_state_dict([f])
+    out = {}
+    for key, tensor in state.items():
+        idx = key.find("mm_projector.")
+        if idx < 0:
+            continue
+        out["model." + key[idx:]] = tensor
+    if not out:
+        raise CheckpointError(f"{f}: no mm_projector.* weights")
+    return out
+
+
+def _strip_peft_prefix(state: dict) -> dict:
+    out = {}
+    for key, tensor in state.items():
+        for prefix in ("base_model.model.", "base_model."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+                break
+        out[key] = tensor
+    return out
+
+
+def _merge_lora(model: LlavaLlamaForCausalLM, path: Path) -> LlavaLlamaForCausalLM:
+    try:
+        from peft import PeftModel
+    except ImportError as e:
+        raise ImportError(f"{path} is a LoRA checkpoint: install peft (pip install 'dualfocus[train]')") from e
+    peft_model = PeftModel.from_pretrained(model, str(path))
+    return peft_model.merge_and_unload()
+
+
+# -- options --------------------------------------------------------------------------------------
+def _resolve_device(device: str | torch.device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        log.warning("CUDA is not available: loading on CPU")
+        return torch.device("cpu")
+    return device
+
+
+def _resolve_dtype(torch_dtype, device: torch.device) -> torch.dtype:
+    if torch_dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(torch_dtype, str):
+        names = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16,
+                 "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
+        if torch_dtype not in names:
+            raise ValueError(f"unknown dtype {torch_dtype!r}: expected one of {sorted(names)}")
+        return names[torch_dtype]
+    return torch_dtype
+
+
+def _resolve_attention(attn_implementation: str | None, use_flash_attn: bool) -> str:
+    attn = attn_implementation or ("flash_attention_2" if use_flash_attn else "sdpa")
+    if attn not in ("sdpa", "eager", "flash_attention_2"):
+        raise ValueError(f"unknown attention implementation {attn!r}: expected sdpa, eager or flash_attention_2")
+    if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ImportError("flash_attention_2 needs the flash-attn package (pip install 'dualfocus[flash]', GPU only)")
+    return attn
+
+
+def _require_bitsandbytes(device: torch.device) -> None:
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ImportError("4/8-bit loading needs bitsandbytes (pip install bitsandbytes) and a CUDA GPU")
+    if device.type != "cuda":
+        raise ValueError("4/8-bit loading needs a CUDA GPU")
+
+
+def _quantize(model, load_4bit: bool, dtype: torch.dtype):
+    """Replace the language model's Linear layers by bitsandbytes ones (vision tower and projector stay)."""
+    from transformers import BitsAndBytesConfig
+    from transformers.integrations import replace_with_bnb_linear
+
+    qcfg = BitsAndBytesConfig(load_in_4bit=load_4bit, load_in_8bit=not load_4bit,
+                              bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True,
+                              bnb_4bit_quant_type="nf4",
+                              llm_int8_skip_modules=["mm_projector", "vision_tower", "lm_head"])
+    state = model.state_dict()
+    with init_empty_weights():
+        model = replace_with_bnb_linear(model, quantization_config=qcfg)
+    model.load_state_dict(state, strict=False, assign=True)
+    return model
+
+
+def _place(model, device: torch.device, device_map):
+    if device.type == "cuda" and device_map == "auto" and torch.cuda.device_count() > 1:
+        from accelerate import dispatch_model, infer_auto_device_map
+
+        dmap = infer_auto_device_map(model, no_split_module_classes=model._no_split_modules)
+        return dispatch_model(model, device_map=dmap)
+    if isinstance(device_map, dict):
+        from accelerate import dispatch_model
+
+        return dispatch_model(model, device_map=device_map)
+    return model.to(device)
+
+
+def _add_image_tokens(model, tokenizer) -> None:
+    """LLaVA adds <im_patch> / <im_start>, <im_end> to the tokenizer when the config asks for them."""
+    from dualfocus.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
+
+    if getattr(model.config, "mm_use_im_patch_token", False):
+        tokenizer.add_tokens([DEFAULT_IMAGE_PATCH_TOKEN], special_tokens=True)
+    if getattr(model.config, "mm_use_im_start_end", False):
+        tokenizer.add_tokens([DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN], special_tokens=True)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+
+
+def _has_tokenizer(path: Path) -> bool:
+    return any((path / f).is_file() for f in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json"))
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", name)) and not name.startswith((".", "/", "~"))

@@ -1,0 +1,98 @@
+"""Reading and writing checkpoint weights: safetensors or torch `.bin`, single file or sharded.
+
+`.bin` files are untrusted pickles: they load with `weights_only=True` only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def weight_files(directory: str | os.PathLike) -> list[Path]:
+    """The weight files of a checkpoint directory (safetensors preferred), or [] if none."""
+    d = Path(directory)
+    for index_name in INDEX_FILES:
+        index = d / index_name
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError) as e:
+                raise ValueError(f"{index}: not a valid weight index ({e})") from e
+            files = sorted(set(weight_map.values()))
+            missing = [f for f in files if not (d / f).is_file()]
+            if missing:
+                raise FileNotFoundError(f"{index} names shard(s) that do not exist: {', '.join(missing)}")
+            return [d / f for f in files]
+    for name in WEIGHT_FILES:
+        if (d / name).is_file():
+            return [d / name]
+    return []
+
+
+def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    for f in files:
+        if f.suffix == ".safetensors":
+            with safe_open(str(f), framework="pt", device="cpu") as sf:
+                for key in sf.keys():
+                    yield key, sf.get_tensor(key)
+        else:
+            try:
+                state = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as e:  # noqa: BLE001 - torch raises many types for bad pickles
+                raise ValueError(f"{f}: cannot be read as a weights-only torch checkpoint ({e})") from e
+            if not isinstance(state, dict):
+                raise ValueError(f"{f}: expected a dict of tensors, got {type(state).__name__}")
+            yield from state.items()
+
+
+def load_state_dict(files: list[Path]) -> dict[str, torch.Tensor]:
+    return dict(iter_tensors(files))
+
+
+def save_state_dict(
+    state: dict[str, torch.Tensor],
+    directory: str | os.PathLike,
+    *,
+    safe_serialization: bool = True,
+    max_shard_bytes: int | None = None,
+) -> list[Path]:
+    """Write `state` as one file, or shards plus an index when it exceeds `max_shard_bytes`."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if max_shard_bytes and shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += nbytes
+    stem, ext = ("model", "safetensors") if safe_serialization else ("pytorch_model", "bin")
+    if len(shards) == 1:
+        names = [f"{stem}.{ext}"]
+    else:
+        names = [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.{ext}" for i in range(len(shards))]
+    for name, shard in zip(names, shards):
+        if safe_serialization:
+            save_file(shard, str(d / name), metadata={"format": "pt"})
+        else:
+            torch.save(shard, d / name)
+    if len(shards) > 1:
+        index = {
+            "metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
+            "weight_map": {k: n for n, shard in zip(names, shards) for k in shard},
+        }
+        (d / f"{stem}.{ext}.index.json").write_text(json.dumps(index, indent=2))
+    return [d / n for n in names]

@@ -1,0 +1,170 @@
+"""Convert between the original LLaVA layout and transformers' llava-hf layout.
+
+    python -m dualfocus.model.convert --src CKPT --dst OUT [--to hf|original]
+
+Weights map one to one; llava-hf adds one embedding row for its `<image>` token (ids >= that
+row are dropped on the way back, as the original vocabulary ends there). Only the mlp2x_gelu
+projector exists in llava-hf.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from accelerate import init_empty_weights
+from transformers import (
+    AutoTokenizer,
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+)
+
+from dualfocus.model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
+
+# Fields of LlavaLlamaConfig that are LLaVA's, not Llama's.
+_LLAVA_FIELDS = (
+    "mm_vision_tower", "mm_vision_config", "mm_hidden_size", "mm_projector_type", "mm_vision_select_layer",
+    "mm_vision_select_feature", "image_aspect_ratio", "mm_use_im_start_end", "mm_use_im_patch_token",
+    "tokenizer_model_max_length", "tokenizer_padding_side", "use_mm_proj", "freeze_mm_mlp_adapter",
+    "tune_mm_mlp_adapter", "mm_projector_lr", "mm_patch_merge_type", "image_grid_pinpoints",
+)
+_DROP = ("model_type", "architectures", "transformers_version", "_name_or_path", "torch_dtype", "dtype", "auto_map")
+_FEATURE = {"patch": "default", "cls_patch": "full"}
+
+
+def _key_to_hf(key: str) -> str:
+    if key.startswith("model.vision_tower.vision_tower."):
+        return "model.vision_tower." + key[len("model.vision_tower.vision_tower."):]
+    if key.startswith("model.mm_projector."):
+        idx, rest = key[len("model.mm_projector."):].split(".", 1)
+        return f"model.multi_modal_projector.linear_{int(idx) // 2 + 1}.{rest}"
+    if key.startswith("model."):
+        return "model.language_model." + key[len("model."):]
+    return key
+
+
+def _key_to_original(key: str) -> str:
+    if key.startswith("model.vision_tower."):
+        return "model.vision_tower.vision_tower." + key[len("model.vision_tower."):]
+    if key.startswith("model.multi_modal_projector.linear_"):
+        n, rest = key[len("model.multi_modal_projector.linear_"):].split(".", 1)
+        return f"model.mm_projector.{(int(n) - 1) * 2}.{rest}"
+    if key.startswith("model.language_model."):
+        return "model." + key[len("model.language_model."):]
+    return key
+
+
+def original_to_hf(model: LlavaLlamaForCausalLM) -> LlavaForConditionalGeneration:
+    cfg = model.config
+    if cfg.mm_projector_type != "mlp2x_gelu":
+        raise ValueError(f"llava-hf supports only the mlp2x_gelu projector, not {cfg.mm_projector_type!r}")
+    text = {k: v for k, v in cfg.to_dict().items() if k not in _LLAVA_FIELDS + _DROP}
+    vocab = cfg.vocab_size
+    text["vocab_size"] = vocab + 1  # + the <image> token row
+    hf_cfg = LlavaConfig(
+        vision_config=CLIPVisionConfig(**cfg.mm_vision_config),
+        text_config=LlamaConfig(**text),
+        image_token_index=vocab,
+        vision_feature_layer=cfg.mm_vision_select_layer,
+        vision_feature_select_strategy=_FEATURE[cfg.mm_vision_select_feature],
+        projector_hidden_act="gelu",
+        multimodal_projector_bias=True,
+    )
+    # Kept so that the way back is lossless.
+    hf_cfg.mm_vision_tower = cfg.mm_vision_tower
+    hf_cfg.image_aspect_ratio = cfg.image_aspect_ratio
+    with init_empty_weights(include_buffers=False):
+        hf = LlavaForConditionalGeneration(hf_cfg)
+    state = {}
+    for key, tensor in model.state_dict().items():
+        if key in ("model.embed_tokens.weight", "lm_head.weight"):
+            tensor = torch.cat([tensor, tensor.new_zeros(1, tensor.shape[1])])
+        state[_key_to_hf(key)] = tensor
+    _assign(hf, state)
+    return hf
+
+
+def hf_to_original(hf: LlavaForConditionalGeneration) -> LlavaLlamaForCausalLM:
+    hf_cfg = hf.config
+    if hf_cfg.vision_feature_select_strategy not in ("default", "full") or not isinstance(
+        hf_cfg.vision_feature_layer, int
+    ):
+        raise ValueError("only a single vision_feature_layer with 'default'/'full' selection maps to LLaVA")
+    vocab = hf_cfg.image_token_index if hf_cfg.image_token_index < hf_cfg.text_config.vocab_size else None
+    text = {k: v for k, v in hf_cfg.text_config.to_dict().items() if k not in _DROP}
+    if vocab is not None:
+        text["vocab_size"] = vocab
+    cfg = LlavaLlamaConfig(
+        **text,
+        mm_vision_tower=getattr(hf_cfg, "mm_vision_tower", None),
+        mm_vision_config=hf_cfg.vision_config.to_dict(),
+        mm_hidden_size=hf_cfg.vision_config.hidden_size,
+        mm_projector_type="mlp2x_gelu",
+        mm_vision_select_layer=hf_cfg.vision_feature_layer,
+        mm_vision_select_feature={v: k for k, v in _FEATURE.items()}[hf_cfg.vision_feature_select_strategy],
+        image_aspect_ratio=getattr(hf_cfg, "image_aspect_ratio", "pad"),
+    )
+    with init_empty_weights(include_buffers=False):
+        model = LlavaLlamaForCausalLM(cfg)
+    state = {}
+    for key, tensor in hf.state_dict().items():
+        if vocab is not None and key in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
+            tensor = tensor[:vocab]
+        state[_key_to_original(key)] = tensor
+    _assign(model, state)
+    return model
+
+
+def _assign(model: torch.nn.Module, state: dict) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"conversion key mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise ValueError(f"conversion: {key} has shape {tuple(tensor.shape)}, expected {tuple(expected[key].shape)}")
+    model.load_state_dict(state, strict=True, assign=True)
+
+
+def load_hf_checkpoint(path: Path, dtype: torch.dtype, trust_remote_code: bool = False):
+    """A llava-hf directory -> (our model, tokenizer, image processor)."""
+    hf = LlavaForConditionalGeneration.from_pretrained(str(path), dtype=dtype)
+    model = hf_to_original(hf)
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    return model, tokenizer, CLIPImageProcessor.from_pretrained(str(path))
+
+
+def convert(src: str, dst: str, to: str | None = None) -> Path:
+    from dualfocus.model.builder import detect_layout, load_pretrained_model, save_original_checkpoint
+
+    src_layout = detect_layout(Path(src), None)
+    to = to or ("original" if src_layout == "hf" else "hf")
+    tokenizer, model, processor, _ = load_pretrained_model(src, device="cpu", torch_dtype=torch.float32)
+    out = Path(dst)
+    if to == "original":
+        save_original_checkpoint(model, out, tokenizer, processor)
+    else:
+        hf = original_to_hf(model)
+        hf.save_pretrained(str(out))
+        tokenizer.add_tokens(["<image>"], special_tokens=True)
+        tokenizer.save_pretrained(str(out))
+        processor.save_pretrained(str(out))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--src", required=True, help="checkpoint directory (original LLaVA or llava-hf layout)")
+    parser.add_argument("--dst", required=True, help="output directory")
+    parser.add_argument("--to", choices=["hf", "original"], help="target layout (default: the other one)")
+    args = parser.parse_args(argv)
+    print(convert(args.src, args.dst, args.to))
+
+
+if __name__ == "__main__":
+    main()
