@@ -1,0 +1,131 @@
+"""Score TextVQA answers against TextVQA_0.5.1_val.json; prints `Accuracy: NN.NN%` as LLaVA does.
+
+    python -m dualfocus.eval.eval_textvqa --annotation-file TextVQA_0.5.1_val.json \
+        --result-file answers/merge.jsonl [--output-json scores.json]
+
+Records are matched to annotations as LLaVA's eval_textvqa matches them: by (image id, lower-cased
+question), the image id being the record's `question_id` (LLaVA's TextVQA question file uses the
+image id as question id) and the question parsed back out of the record's `prompt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+
+from dualfocus.eval.scoring_common import (
+    CategoryScore,
+    answer_text,
+    default_output_json,
+    format_table,
+    is_error,
+    read_jsonl,
+    tally,
+    write_json_atomic,
+)
+from dualfocus.eval.textvqa_eval import vqa_accuracy
+
+
+def question_from_prompt(prompt: str) -> str:
+    """The lower-cased question inside a TextVQA prompt, for the prompt layouts LLaVA knows:
+
+    - 'OCR tokens: ... Question: <q> Short answer:'
+    - '<q>\\nReference OCR token: ...\\n<instruction>' (or with the OCR line first)
+    - '<q>\\n<instruction>' (no OCR tokens)
+    """
+    lines = prompt.split("\n")
+    if prompt.startswith("OCR tokens: "):
+        match = re.search(r"Question: (.*?) Short answer:", prompt, re.DOTALL)
+        if match is None:
+            raise ValueError(f"OCR-tokens prompt without 'Question: ... Short answer:': {prompt!r}")
+        question = match.group(1)
+    elif "Reference OCR token: " in prompt and len(lines) == 3:
+        question = lines[1] if prompt.startswith("Reference OCR token:") else lines[0]
+    elif len(lines) == 2:
+        question = lines[0]
+    else:
+        raise ValueError(f"cannot find the question in this TextVQA prompt: {prompt!r}")
+    return question.lower()
+
+
+def load_annotations(path: str) -> tuple[dict, dict]:
+    """(image_id, lower-cased question) -> entry, and TextVQA question_id -> entry."""
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)["data"]
+    by_image_question = {(str(a["image_id"]), a["question"].lower()): a for a in data}
+    by_question_id = {str(a["question_id"]): a for a in data if "question_id" in a}
+    return by_image_question, by_question_id
+
+
+def match_annotation(record: dict, by_image_question: dict, by_question_id: dict) -> dict:
+    """LLaVA's (image id, question) key first; a record whose question_id is TextVQA's own
+    integer question id (no image id there) is matched by that id."""
+    qid = str(record["question_id"])
+    key = (qid, question_from_prompt(record.get("prompt", "")))
+    if key in by_image_question:
+        return by_image_question[key]
+    if qid in by_question_id:
+        return by_question_id[qid]
+    raise KeyError(key)
+
+
+def evaluate(annotation_file: str, result_file: str) -> dict:
+    """Score one result file; returns the numbers written to the score JSON."""
+    by_image_question, by_question_id = load_annotations(annotation_file)
+    records = read_jsonl(result_file)
+    unmatched, pairs, scores = [], [], []
+    for record in records:
+        try:
+            annotation = match_annotation(record, by_image_question, by_question_id)
+        except (KeyError, ValueError) as e:
+            unmatched.append(f"{record.get('question_id')!r}: {e}")
+            continue
+        score = vqa_accuracy(answer_text(record), annotation["answers"])
+        scores.append(score)
+        pairs.append(("error records" if is_error(record) else "answered", score))
+    if unmatched:
+        raise SystemExit(f"{len(unmatched)} result record(s) match no annotation in {annotation_file}:\n  "
+                         + "\n  ".join(unmatched[:20]))
+    rows = tally(pairs)
+    accuracy = 100.0 * sum(scores) / len(scores) if scores else 0.0
+    return {
+        "benchmark": "textvqa",
+        "experiment": os.path.splitext(os.path.basename(result_file))[0],
+        "annotation_file": annotation_file,
+        "result_file": result_file,
+        "samples": len(scores),
+        "accuracy": accuracy,
+        "n_errors": sum(is_error(r) for r in records),
+        "categories": [r.to_dict() for r in rows],
+    }
+
+
+def report(result: dict) -> str:
+    lines = [result["experiment"], f"Samples: {result['samples']}", f"Accuracy: {result['accuracy']:.2f}%"]
+    if result["n_errors"]:
+        lines.append(f"Error records (scored 0): {result['n_errors']}")
+    rows = [CategoryScore.from_dict(r) for r in result["categories"]]
+    lines += ["", format_table("Per category", rows)]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Score TextVQA answers with the official 10-annotator accuracy."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--annotation-file", required=True, help="TextVQA_0.5.1_val.json")
+    parser.add_argument("--result-file", required=True, help="merged answer jsonl")
+    parser.add_argument("--output-json", default=None, help="default: <result-file stem>_score.json")
+    args = parser.parse_args(argv)
+    result = evaluate(args.annotation_file, args.result_file)
+    print(report(result))
+    out = args.output_json or default_output_json(args.result_file)
+    write_json_atomic(out, result)
+    print(f"\nscores written to {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,130 @@
+"""Helpers every scoring command shares: read answer records, print a per-category table,
+write the numbers to JSON atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class CategoryScore:
+    """One row of a per-category table: `score` is a sum of per-question scores in [0, 1]."""
+
+    name: str
+    count: int = 0
+    score: float = 0.0
+
+    @property
+    def accuracy(self) -> float:
+        """Percent; 0.0 for an empty category (printed, never divided by zero)."""
+        return 100.0 * self.score / self.count if self.count else 0.0
+
+    def add(self, score: float) -> None:
+        self.count += 1
+        self.score += score
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "accuracy": self.accuracy}
+
+    @classmethod
+    def from_dict(cls, row: Mapping) -> CategoryScore:
+        return cls(row["name"], row["count"], row["score"])
+
+
+def tally(pairs: Iterable[tuple[str, float]]) -> list[CategoryScore]:
+    """(category, score) pairs -> one CategoryScore per category, in first-seen order."""
+    rows: dict[str, CategoryScore] = {}
+    for name, score in pairs:
+        rows.setdefault(name, CategoryScore(name)).add(score)
+    return list(rows.values())
+
+
+def format_table(title: str, rows: Iterable[CategoryScore], columns: Mapping[str, list[str]] | None = None) -> str:
+    """A fixed-width table: name, count, accuracy, plus optional extra text columns keyed by row name."""
+    rows = list(rows)
+    extra = dict(columns or {})
+    header = ["category", "n", "acc(%)", *extra]
+    body = [
+        [r.name, str(r.count), f"{r.accuracy:.2f}", *(extra[c][i] for c in extra)]
+        for i, r in enumerate(rows)
+    ]
+    widths = [max(len(h), *(len(line[j]) for line in body)) if body else len(h) for j, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" if j == 0 else f"{{:>{w}}}" for j, w in enumerate(widths))
+    lines = [title, fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*line) for line in body]
+    return "\n".join(lines)
+
+
+def is_error(record: Mapping) -> bool:
+    """An error record (the runner failed on that question) is scored as wrong."""
+    return bool(record.get("error"))
+
+
+def answer_text(record: Mapping) -> str:
+    """The final answer of a record; '' for an error record or a missing/None text."""
+    if is_error(record):
+        return ""
+    text = record.get("text")
+    return text if isinstance(text, str) else ""
+
+
+def qid_key(question_id) -> str:
+    """Question ids compare as strings: SEED's json holds "101669", LLaVA's answers may hold 101669."""
+    return str(question_id)
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """Strict jsonl reader for result files (use dualfocus.eval.merge.read_answers for raw shards)."""
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not a JSON line ({e.msg}); merge shards with "
+                                 "`python -m dualfocus.eval.merge` first") from e
+    return records
+
+
+_LETTER_ONLY = re.compile(r"^\(?([A-Z])\)?[.:]?$")
+_LETTER_LEAD = re.compile(r"^\(?([A-Z])[.:)]\s")
+
+
+def parse_choice_letter(text: str, letters: str) -> str | None:
+    """The option letter a multiple-choice answer names, or None.
+
+    Accepts 'B', 'B.', '(B)', 'B:' and a leading 'B. text' / 'B) text'; the letter must be one of
+    `letters` (e.g. 'ABC' for a 3-option question). Anything else is not a choice."""
+    text = text.strip()
+    match = _LETTER_ONLY.match(text) or _LETTER_LEAD.match(text)
+    if match and match.group(1) in letters:
+        return match.group(1)
+    return None
+
+
+def default_output_json(result_path: str, suffix: str = "_score.json") -> str:
+    """Scores go beside the result file: answers/merge.jsonl -> answers/merge_score.json."""
+    return os.path.splitext(result_path)[0] + suffix
+
+
+def write_json_atomic(path: str, payload) -> None:
+    """Write JSON to a temporary file in the same folder, then os.replace it into place."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
