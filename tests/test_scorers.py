@@ -101,7 +101,7 @@ def test_question_from_prompt(prompt, question):
 
 def test_eval_textvqa_cli(tmp_path, capsys):
     out = tmp_path / "score.json"
-    result = eval_textvqa.main([
+    [result] = eval_textvqa.main([
         "--annotation-file", fixture("textvqa", "TextVQA_0.5.1_val.json"),
         "--result-file", fixture("textvqa", "answers.jsonl"),
         "--output-json", str(out),
@@ -114,6 +114,16 @@ def test_eval_textvqa_cli(tmp_path, capsys):
     saved = json.loads(out.read_text())
     assert saved["accuracy"] == pytest.approx(70.0)
     assert {r["name"]: r["count"] for r in saved["categories"]} == {"answered": 4, "error records": 1}
+
+
+def test_eval_textvqa_result_dir(tmp_path):
+    shutil.copy(fixture("textvqa", "answers.jsonl"), tmp_path / "ckpt_a.jsonl")
+    write_jsonl(tmp_path / "ckpt_b.jsonl", [json.loads(line) for line in open(fixture("textvqa", "answers.jsonl"))][:1])
+    (tmp_path / "notes.txt").write_text("not scored")
+    results = eval_textvqa.main(["--annotation-file", fixture("textvqa", "TextVQA_0.5.1_val.json"),
+                                 "--result-dir", str(tmp_path)])
+    assert [(r["experiment"], r["accuracy"]) for r in results] == [("ckpt_a", pytest.approx(70.0)), ("ckpt_b", 100.0)]
+    assert (tmp_path / "ckpt_b_score.json").exists()
 
 
 def test_eval_textvqa_unmatched_record_fails(tmp_path):

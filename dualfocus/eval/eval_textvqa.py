@@ -1,7 +1,7 @@
 """Score TextVQA answers against TextVQA_0.5.1_val.json; prints `Accuracy: NN.NN%` as LLaVA does.
 
     python -m dualfocus.eval.eval_textvqa --annotation-file TextVQA_0.5.1_val.json \
-        --result-file answers/merge.jsonl [--output-json scores.json]
+        (--result-file answers/merge.jsonl | --result-dir answers/) [--output-json scores.json]
 
 Records are matched to annotations as LLaVA's eval_textvqa matches them: by (image id, lower-cased
 question), the image id being the record's `question_id` (LLaVA's TextVQA question file uses the
@@ -112,19 +112,32 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> list[dict]:
     """Score TextVQA answers with the official 10-annotator accuracy."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--annotation-file", required=True, help="TextVQA_0.5.1_val.json")
-    parser.add_argument("--result-file", required=True, help="merged answer jsonl")
-    parser.add_argument("--output-json", default=None, help="default: <result-file stem>_score.json")
+    parser.add_argument("--result-file", default=None, help="merged answer jsonl")
+    parser.add_argument("--result-dir", default=None, help="score every *.jsonl in this folder (as LLaVA's)")
+    parser.add_argument("--output-json", default=None,
+                        help="default: <result file stem>_score.json beside each result file")
     args = parser.parse_args(argv)
-    result = evaluate(args.annotation_file, args.result_file)
-    print(report(result))
-    out = args.output_json or default_output_json(args.result_file)
-    write_json_atomic(out, result)
-    print(f"\nscores written to {out}")
-    return result
+    files = [args.result_file] if args.result_file else []
+    if args.result_dir:
+        files += [os.path.join(args.result_dir, name) for name in sorted(os.listdir(args.result_dir))
+                  if name.endswith(".jsonl")]
+    if not files:
+        parser.error("give --result-file or --result-dir (with at least one .jsonl)")
+    if args.output_json and len(files) > 1:
+        parser.error("--output-json names one file; with several results leave it out")
+    results = []
+    for result_file in files:
+        result = evaluate(args.annotation_file, result_file)
+        print(report(result))
+        out = args.output_json or default_output_json(result_file)
+        write_json_atomic(out, result)
+        print(f"scores written to {out}\n")
+        results.append(result)
+    return results
 
 
 if __name__ == "__main__":
