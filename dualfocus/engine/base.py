@@ -1,0 +1,105 @@
+"""What the DualFocus pipeline asks of an engine: two verbs, `generate` and `loglikelihood`.
+
+Both engines compute the same function; the fast one also takes hints it may use to share work:
+`group` (requests of one group share their common prefix) and `parent` (continue from an earlier
+generation's state). Hints never change results: the reference engine ignores them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+
+from dualfocus.mm_utils import process_images
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 128  # the original release generates up to 128 tokens per pass
+    temperature: float = 0.0  # 0: greedy
+    top_p: float | None = None
+    seed: int = 0
+
+
+@dataclass
+class GenerationRequest:
+    prompt: str  # a templated prompt with one "<image>" per entry of `images`
+    images: Sequence[Image.Image]
+    params: SamplingParams = field(default_factory=SamplingParams)
+    group: Hashable | None = None
+    parent: Any = None  # a Generation.handle from an earlier call of the same engine
+
+
+@dataclass
+class Generation:
+    text: str  # decoded, stripped of the stop string
+    token_ids: list[int]
+    handle: Any = None
+
+
+@dataclass
+class ScoringRequest:
+    input_ids: Sequence[int]  # IMAGE_TOKEN_INDEX (-200) once per image
+    labels: Sequence[int]  # IGNORE_INDEX (-100) where not scored; same length as input_ids
+    images: Sequence[Image.Image]
+    parent: Any = None
+
+
+@dataclass(frozen=True)
+class Score:
+    loss: float  # mean negative log-likelihood over the labelled tokens (LLaVA's per-sample loss)
+    n_tokens: int
+
+
+class Engine(ABC):
+    """Holds a loaded model; subclasses implement the two verbs."""
+
+    def __init__(self, model, tokenizer, image_processor, stop_str: str | None = "</s>"):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.stop_str = stop_str
+
+    @abstractmethod
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]: ...
+
+    @abstractmethod
+    def loglikelihood(self, requests: Sequence[ScoringRequest]) -> list[Score]: ...
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.model.embed_tokens.weight.device
+
+    @property
+    def eos_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """(N, 3, H, W) in the vision tower's dtype, on the model's device."""
+        vt = self.model.model.vision_tower
+        return process_images(list(images), self.image_processor, self.model.config).to(vt.device, vt.dtype)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """LLaVA's post-processing: skip special tokens, strip, drop a trailing stop string."""
+        text = self.tokenizer.decode(list(token_ids), skip_special_tokens=True).strip()
+        if self.stop_str and text.endswith(self.stop_str):
+            text = text[: -len(self.stop_str)]
+        return text.strip()
+
+
+def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
+    """(N, V) logits -> (N,) token ids: greedy at temperature 0, else temperature + top-p."""
+    if params.temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    if params.top_p is not None and params.top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p > params.top_p  # keep the smallest set reaching top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

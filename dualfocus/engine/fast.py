@@ -1,0 +1,377 @@
+"""The fast engine: many requests per forward, each image through CLIP once, shared KV never copied.
+
+Every batch row holds a *tree* of token sequences in one KV cache. A row is a set of branches; a
+branch sees a prefix of its parent's path plus its own columns. For DualFocus a row is one
+question: the trunk (system + image) feeds a macro branch and a box branch decoded side by side;
+the micro turn continues the box branch (with the crop), and the candidates to score continue the
+micro branch. Nothing shared is recomputed or copied: a column that a branch must not see is
+masked out, never moved. The attention mask is therefore an explicit 4-D mask built per forward.
+
+Results equal the reference engine's: a request reuses the KV of the longest common prefix of its
+token units (token ids, image patches) with its parent's path, minus one unit that is fed again so
+that the logits of its first new token are computed here. For scoring, reuse also stops before the
+first labelled token whose log-probability the path does not record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from dualfocus.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from dualfocus.engine.base import Engine, Generation, GenerationRequest, Score, ScoringRequest, sample
+from dualfocus.mm_utils import tokenizer_image_token
+from dualfocus.model.llava_llama import CACHE_KWARG
+
+PAD = -(2**62)  # unit of an unused column
+_IMAGE_BASE = -(2**40)  # image patch units: _IMAGE_BASE - (slot * num_tokens + patch); far from -100/-200
+
+
+@dataclass(frozen=True)
+class Handle:
+    """A leaf of a row's tree: where a later request can continue."""
+
+    state: TreeState
+    row: int
+    branch: int
+
+
+@dataclass
+class Segment:
+    """New columns appended to one branch of one row."""
+
+    branch: int
+    units: list[int]
+    lps: list[float] | None = None  # known log-probabilities of the units (NaN: unknown)
+
+
+class TreeState:
+    """KV cache plus per-column bookkeeping for R rows of token trees.
+
+    unit (R, T): token id, image patch unit, or PAD; pos (R, T): rotary position;
+    lp (R, T): log p(unit | path before it) where known, else NaN; vis (R, NB, T): columns each
+    branch sees (its own included). Path lengths and last columns are kept on the host, so the
+    decode loop never waits for the device to learn them.
+    """
+
+    def __init__(self, rows: int, device: torch.device, num_image_tokens: int):
+        self.rows, self.device, self.num_image_tokens = rows, device, num_image_tokens
+        self.cache = DynamicCache()
+        self.unit = torch.empty(rows, 0, dtype=torch.long, device=device)
+        self.pos = torch.empty(rows, 0, dtype=torch.long, device=device)
+        self.lp = torch.empty(rows, 0, dtype=torch.float32, device=device)
+        self.vis = torch.zeros(rows, 4, 0, dtype=torch.bool, device=device)
+        self.plen: list[list[int]] = [[] for _ in range(rows)]  # path length per branch
+        self.tail: list[list[int]] = [[] for _ in range(rows)]  # last path column per branch (-1: none)
+        self.slots: dict[int, int] = {}  # id(PIL image) -> feature slot
+        self.images: list = []  # keeps the PIL objects alive, so their ids stay unique
+        self.features: torch.Tensor | None = None  # (n_slots, num_tokens, C)
+
+    @property
+    def width(self) -> int:
+        return self.unit.shape[1]
+
+    def new_branch(self, row: int, parent: int | None = None, cut: int = 0) -> int:
+        """A branch seeing the first `cut` columns of `parent`'s path."""
+        b = len(self.plen[row])
+        if b >= self.vis.shape[1]:  # grow the branch axis
+            self.vis = torch.cat([self.vis, torch.zeros_like(self.vis)], 1)
+        self.plen[row].append(0)
+        self.tail[row].append(-1)
+        if parent is not None and cut > 0:
+            cols = self.path(row, parent)[:cut]
+            self.vis[row, b, cols] = True
+            self.plen[row][b] = cut
+            self.tail[row][b] = int(cols[-1])
+        return b
+
+    def path(self, row: int, branch: int) -> torch.Tensor:
+        """Column indices of a branch's path, in order."""
+        return self.vis[row, branch].nonzero().flatten()
+
+
+class FastEngine(Engine):
+    def __init__(self, model, tokenizer, image_processor, stop_str: str | None = "</s>", image_batch: int = 64):
+        super().__init__(model, tokenizer, image_processor, stop_str)
+        self.image_batch = image_batch  # CLIP forward chunk
+
+    # -- verbs ----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        if not requests:
+            return []
+        state, leaves, hidden, cols = self._place(requests, labels=None)
+        tokens = self._decode(state, leaves, [r.params for r in requests], hidden, cols)
+        return [Generation(self.decode(t), t, Handle(state, *leaf)) for t, leaf in zip(tokens, leaves)]
+
+    @torch.inference_mode()
+    def loglikelihood(self, requests: Sequence[ScoringRequest]) -> list[Score]:
+        if not requests:
+            return []
+        labels = [self._label_units(r) for r in requests]
+        state, leaves, _, _ = self._place(requests, labels)
+        return [self._score(state, leaf, lab) for leaf, lab in zip(leaves, labels)]
+
+    # -- placing requests in rows ---------------------------------------------------------------
+    def _place(self, requests, labels):
+        """Put each request on a new branch (of a new row, or of its parent's row) and prefill it.
+
+        Returns the state, each request's (row, branch) and what `_extend` returns.
+        """
+        parents = [r.parent for r in requests]
+        if any(p is not None for p in parents):
+            if any(p is None for p in parents) or len({id(p.state) for p in parents}) != 1:
+                raise ValueError("a batch either continues one earlier call's handles (all of them) or none")
+            state = parents[0].state
+        else:
+            groups: dict = {}
+            for i, r in enumerate(requests):
+                key = ("group", r.group) if getattr(r, "group", None) is not None else ("own", i)
+                groups.setdefault(key, []).append(i)
+            state = TreeState(len(groups), self.device, self.model.model.vision_tower.num_tokens)
+        self._register_images(state, requests)
+        units = [self._units(state, r) for r in requests]
+        if labels is not None:
+            for i, (u, lab) in enumerate(zip(units, labels)):
+                bad = [j for j, (a, b) in enumerate(zip(u, lab)) if b != IGNORE_INDEX and a != b]
+                if bad:
+                    raise ValueError(f"scoring request {i}: labels differ from input_ids at {bad[:5]}")
+
+        plan: dict[int, list[Segment]] = {}
+        leaves: list[tuple[int, int]] = [None] * len(requests)  # type: ignore[list-item]
+        if parents[0] is not None:
+            for i, (req, u) in enumerate(zip(requests, units)):
+                p = req.parent
+                path = state.path(p.row, p.branch)
+                path_lps = state.lp[p.row, path].tolist()
+                cut = _common_prefix(state.unit[p.row, path].tolist(), u)
+                if labels is not None:
+                    cut = _first_unknown_label(labels[i], path_lps, cut)
+                cut = max(min(cut, len(u)) - 1, 0)  # feed one shared unit again: its logits are needed
+                b = state.new_branch(p.row, p.branch, cut)
+                first_lp = path_lps[cut] if cut < len(path_lps) else float("nan")
+                lps = [first_lp] + [float("nan")] * (len(u) - cut - 1)
+                plan.setdefault(p.row, []).append(Segment(b, u[cut:], lps))
+                leaves[i] = (p.row, b)
+        else:
+            for row, members in enumerate(groups.values()):
+                trunk_len = max(_common_prefix_all([units[i] for i in members]) - 1, 0)
+                trunk = state.new_branch(row)
+                segs = [Segment(trunk, units[members[0]][:trunk_len])]
+                for i in members:
+                    segs.append(Segment(-1 - trunk, units[i][trunk_len:]))  # child of trunk, made in _extend
+                    leaves[i] = (row, len(segs) - 1)  # provisional: segment index
+                plan[row] = segs
+        hidden, cols = self._extend(state, plan)
+        if parents[0] is None:
+            for i, (row, seg_index) in enumerate(leaves):
+                leaves[i] = (row, plan[row][seg_index].branch)
+        return state, leaves, hidden, cols
+
+    def _register_images(self, state: TreeState, requests) -> None:
+        new = []
+        for r in requests:
+            for im in r.images:
+                if id(im) not in state.slots:
+                    state.slots[id(im)] = len(state.images)
+                    state.images.append(im)
+                    new.append(im)
+        if not new:
+            return
+        feats = [
+            self.model.encode_images(self.pixel_values(new[i : i + self.image_batch]))
+            for i in range(0, len(new), self.image_batch)
+        ]
+        feats = torch.cat(feats)  # (n_new, num_tokens, C)
+        state.features = feats if state.features is None else torch.cat([state.features, feats])
+
+    def _units(self, state: TreeState, req) -> list[int]:
+        """Token ids with each image marker expanded to that image's patch units."""
+        ids = list(req.input_ids) if isinstance(req, ScoringRequest) else tokenizer_image_token(req.prompt, self.tokenizer)
+        n_markers = sum(1 for t in ids if t == IMAGE_TOKEN_INDEX)
+        if n_markers != len(req.images):
+            raise ValueError(f"prompt has {n_markers} <image> markers but {len(req.images)} images were given")
+        out, k, n = [], 0, state.num_image_tokens
+        for t in ids:
+            if t == IMAGE_TOKEN_INDEX:
+                slot = state.slots[id(req.images[k])]
+                out += [_IMAGE_BASE - (slot * n + j) for j in range(n)]
+                k += 1
+            else:
+                out.append(int(t))
+        return out
+
+    def _label_units(self, req: ScoringRequest) -> list[int]:
+        """Labels aligned with units (image markers expand to IGNORE_INDEX runs)."""
+        if len(req.labels) != len(req.input_ids):
+            raise ValueError(f"labels ({len(req.labels)}) and input_ids ({len(req.input_ids)}) differ in length")
+        out = []
+        for t, lab in zip(req.input_ids, req.labels):
+            out += [IGNORE_INDEX] * self.model.model.vision_tower.num_tokens if t == IMAGE_TOKEN_INDEX else [int(lab)]
+        return out
+
+    # -- the forward over new columns -----------------------------------------------------------
+    def _extend(self, state: TreeState, plan: dict[int, list[Segment]]):
+        """Append each row's segments as new columns, run the model over them, record log-probs.
+
+        Returns hidden states (R, S, C) of the new columns and, per (row, branch), the new
+        column indices (absolute) in order.
+        """
+        R, T = state.rows, state.width
+        S = max((sum(len(s.units) for s in segs) for segs in plan.values()), default=0)
+        unit = torch.full((R, S), PAD, dtype=torch.long)
+        branch_of = torch.full((R, S), -1, dtype=torch.long)
+        lp = torch.full((R, S), float("nan"))
+        pred = torch.full((R, S), -1, dtype=torch.long)  # the new column holding each column's path predecessor
+        state.vis = torch.cat([state.vis, state.vis.new_zeros(R, state.vis.shape[1], S)], 2)
+        cols: dict[tuple[int, int], list[int]] = {}
+        pos = torch.zeros(R, S, dtype=torch.long)
+        for row, segs in plan.items():
+            s = 0
+            for seg in segs:
+                if seg.branch < 0:  # a new child of branch -1 - seg.branch, seeing its whole path
+                    parent = -1 - seg.branch
+                    seg.branch = state.new_branch(row, parent, state.plen[row][parent])
+                b, n = seg.branch, len(seg.units)
+                if n:
+                    tail = state.tail[row][b]
+                    unit[row, s : s + n] = torch.tensor(seg.units)
+                    branch_of[row, s : s + n] = b
+                    pos[row, s : s + n] = state.plen[row][b] + torch.arange(n)
+                    pred[row, s] = tail - T if tail >= T else -1
+                    pred[row, s + 1 : s + n] = torch.arange(s, s + n - 1)
+                    if seg.lps is not None:
+                        lp[row, s : s + n] = torch.tensor(seg.lps, dtype=torch.float32)
+                    state.vis[row, b, T + s : T + s + n] = True
+                    state.plen[row][b] += n
+                    state.tail[row][b] = T + s + n - 1
+                cols.setdefault((row, b), []).extend(range(T + s, T + s + n))
+                s += n
+        dev = state.device
+        unit, branch_of, lp, pred, pos = (x.to(dev) for x in (unit, branch_of, lp, pred, pos))
+        hidden = self._forward(state, unit, branch_of, pos)
+        lp = self._record_logprobs(hidden, unit, pred, lp)
+        state.unit = torch.cat([state.unit, unit], 1)
+        state.pos = torch.cat([state.pos, pos], 1)
+        state.lp = torch.cat([state.lp, lp], 1)
+        return hidden, cols
+
+    def _forward(self, state: TreeState, unit, branch_of, pos) -> torch.Tensor:
+        R, S = unit.shape
+        T = state.width  # columns before this forward
+        embeds = self._embed(state, unit)
+        # allowed[r, s, k]: column k is on the path of the branch of new column T+s, and k <= T+s.
+        rows = torch.arange(R, device=state.device)[:, None]
+        allowed = state.vis[rows, branch_of.clamp(min=0)]  # (R, S, T+S)
+        k = torch.arange(T + S, device=state.device)
+        allowed &= k[None, None, :] <= (T + torch.arange(S, device=state.device))[None, :, None]
+        pad_query = branch_of < 0
+        if pad_query.any():  # unused columns attend to themselves only: finite, and seen by no one
+            diag = k[None, None, :] == (T + torch.arange(S, device=state.device))[None, :, None]
+            allowed = torch.where(pad_query[:, :, None], diag.expand(R, S, T + S), allowed)
+        dtype = embeds.dtype
+        mask = torch.zeros(R, 1, S, T + S, dtype=dtype, device=state.device)
+        mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+        out = self.model.model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True,
+            **{CACHE_KWARG: state.cache},
+        )
+        return out.last_hidden_state  # (R, S, C)
+
+    def _embed(self, state: TreeState, unit: torch.Tensor) -> torch.Tensor:
+        emb = self.model.model.embed_tokens(unit.clamp(min=0))  # (R, S, C)
+        is_image = (unit <= _IMAGE_BASE) & (unit != PAD)
+        if is_image.any():
+            code = _IMAGE_BASE - unit[is_image]
+            n = state.num_image_tokens
+            emb[is_image] = state.features[code // n, code % n].to(emb.dtype)
+        return emb
+
+    def _record_logprobs(self, hidden, unit, pred, lp) -> torch.Tensor:
+        """log p(unit) for new text columns whose path predecessor is also new (else keep lp)."""
+        todo = (pred >= 0) & (unit >= 0) & lp.isnan()
+        if not todo.any():
+            return lp
+        r, s = todo.nonzero(as_tuple=True)
+        logits = self.model.lm_head(hidden[r, pred[r, s]]).float()  # (N, V)
+        lp = lp.clone()
+        lp[r, s] = torch.log_softmax(logits, -1).gather(1, unit[r, s][:, None]).squeeze(1)
+        return lp
+
+    # -- generation -----------------------------------------------------------------------------
+    def _decode(self, state: TreeState, leaves, params_list, hidden, cols) -> list[list[int]]:
+        tokens: list[list[int]] = [[] for _ in leaves]
+        active = list(range(len(leaves)))
+        last = [cols[leaf][-1] - (state.width - hidden.shape[1]) for leaf in leaves]  # index into hidden
+        generators = {}
+        while active:
+            rows = torch.tensor([leaves[i][0] for i in active], device=state.device)
+            idx = torch.tensor([last[i] for i in active], device=state.device)
+            logits = self.model.lm_head(hidden[rows, idx]).float()  # (A, V)
+            logprobs = torch.log_softmax(logits, -1)
+            picked = logits.argmax(-1)
+            for j, i in enumerate(active):
+                p = params_list[i]
+                if p.temperature > 0:
+                    gen = generators.setdefault(i, torch.Generator(device=state.device).manual_seed(p.seed))
+                    picked[j] = sample(logits[j : j + 1], p, gen)[0]
+            picked_lp = logprobs.gather(1, picked[:, None]).squeeze(1).tolist()
+            still = []
+            plan: dict[int, list[Segment]] = {}
+            for j, i in enumerate(active):
+                t = int(picked[j])
+                tokens[i].append(t)
+                if t == self.eos_token_id or len(tokens[i]) >= params_list[i].max_new_tokens:
+                    continue
+                row, b = leaves[i]
+                plan.setdefault(row, []).append(Segment(b, [t], lps=[picked_lp[j]]))
+                still.append(i)
+            active = still
+            if not active:
+                break
+            hidden, cols = self._extend(state, plan)
+            base = state.width - hidden.shape[1]
+            for i in active:
+                last[i] = cols[leaves[i]][-1] - base
+        return tokens
+
+    # -- scoring --------------------------------------------------------------------------------
+    def _score(self, state: TreeState, leaf, labels: list[int]) -> Score:
+        row, b = leaf
+        path = state.path(row, b)
+        lps = state.lp[row, path]  # (n,) aligned with units of this request
+        if len(path) != len(labels):
+            raise RuntimeError(f"internal: path of {len(path)} units for {len(labels)} labels")
+        lab = torch.tensor(labels, device=state.device)
+        scored = lab[1:] != IGNORE_INDEX  # LLaVA shifts: label j is predicted from position j-1
+        picked = lps[1:][scored]
+        if picked.isnan().any():
+            raise RuntimeError("internal: a labelled token has no recorded log-probability")
+        n = int(scored.sum())
+        return Score(float(-picked.sum() / n) if n else float("nan"), n)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def _common_prefix_all(seqs: list[list[int]]) -> int:
+    n = len(seqs[0])
+    for s in seqs[1:]:
+        n = min(n, _common_prefix(seqs[0], s))
+    return n
+
+
+def _first_unknown_label(labels: list[int], path_lps: list[float], limit: int) -> int:
+    """Index of the first labelled unit below `limit` whose log-prob the path lacks (else limit)."""
+    for j in range(1, min(limit, len(labels))):
+        if labels[j] != IGNORE_INDEX and path_lps[j] != path_lps[j]:  # NaN
+            return j
+    return limit
