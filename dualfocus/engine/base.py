@@ -24,6 +24,7 @@ class SamplingParams:
     temperature: float = 0.0  # 0: greedy
     top_p: float | None = None
     seed: int = 0
+    ignore_eos: bool = False  # benchmarks: always generate max_new_tokens tokens
 
 
 @dataclass

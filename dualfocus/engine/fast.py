@@ -324,7 +324,8 @@ class FastEngine(Engine):
             for j, i in enumerate(active):
                 t = int(picked[j])
                 tokens[i].append(t)
-                if t == self.eos_token_id or len(tokens[i]) >= params_list[i].max_new_tokens:
+                p = params_list[i]
+                if (t == self.eos_token_id and not p.ignore_eos) or len(tokens[i]) >= p.max_new_tokens:
                     continue
                 row, b = leaves[i]
                 plan.setdefault(row, []).append(Segment(b, [t], lps=[picked_lp[j]]))

@@ -34,7 +34,7 @@ class ReferenceEngine(Engine):
             logits = self.model(inputs_embeds=embeds, use_cache=False).logits[:, -1]
             token = int(sample(logits, req.params, generator)[0])
             tokens.append(token)
-            if token == self.eos_token_id:
+            if token == self.eos_token_id and not req.params.ignore_eos:
                 break
             embeds = torch.cat([embeds, self.model.model.embed_tokens(torch.tensor([[token]], device=self.device))], 1)
         return tokens
