@@ -120,7 +120,7 @@ class DualFocus:
             return results
         # 2. crops
         micro_items = []
-        for i, ((q, image), res) in enumerate(zip(items, results)):
+        for i, ((_, image), res) in enumerate(zip(items, results)):
             box_gen = gens[2 * i + 1]
             res.box_text = box_gen.text
             try:
