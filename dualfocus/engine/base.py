@@ -25,6 +25,7 @@ class SamplingParams:
     top_p: float | None = None
     seed: int = 0
     ignore_eos: bool = False  # benchmarks: always generate max_new_tokens tokens
+    forced: tuple[int, ...] | None = None  # benchmarks: emit exactly these tokens (logits still computed)
 
 
 @dataclass
@@ -91,6 +92,23 @@ class Engine(ABC):
         if self.stop_str and text.endswith(self.stop_str):
             text = text[: -len(self.stop_str)]
         return text.strip()
+
+
+def pick_tokens(logits: torch.Tensor, params: Sequence[SamplingParams], steps: Sequence[int], generators) -> list[int]:
+    """(N, V) logits of N sequences -> their next tokens: forced, greedy, or sampled."""
+    picked = logits.argmax(-1).tolist()
+    for j, (p, step) in enumerate(zip(params, steps)):
+        if p.forced is not None:
+            picked[j] = p.forced[step]
+        elif p.temperature > 0:
+            picked[j] = int(sample(logits[j : j + 1], p, generators[j])[0])
+    return picked
+
+
+def is_finished(token: int, n_generated: int, params: SamplingParams, eos_token_id: int) -> bool:
+    if params.forced is not None:
+        return n_generated >= len(params.forced)
+    return (token == eos_token_id and not params.ignore_eos) or n_generated >= params.max_new_tokens
 
 
 def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:

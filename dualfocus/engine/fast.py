@@ -22,7 +22,15 @@ import torch
 from transformers import DynamicCache
 
 from dualfocus.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from dualfocus.engine.base import Engine, Generation, GenerationRequest, Score, ScoringRequest, sample
+from dualfocus.engine.base import (
+    Engine,
+    Generation,
+    GenerationRequest,
+    Score,
+    ScoringRequest,
+    is_finished,
+    pick_tokens,
+)
 from dualfocus.mm_utils import tokenizer_image_token
 from dualfocus.model.llava_llama import CACHE_KWARG
 
@@ -312,20 +320,20 @@ class FastEngine(Engine):
             idx = torch.tensor([last[i] for i in active], device=state.device)
             logits = self.model.lm_head(hidden[rows, idx]).float()  # (A, V)
             logprobs = torch.log_softmax(logits, -1)
-            picked = logits.argmax(-1)
-            for j, i in enumerate(active):
+            gens = []
+            for i in active:
                 p = params_list[i]
-                if p.temperature > 0:
-                    gen = generators.setdefault(i, torch.Generator(device=state.device).manual_seed(p.seed))
-                    picked[j] = sample(logits[j : j + 1], p, gen)[0]
-            picked_lp = logprobs.gather(1, picked[:, None]).squeeze(1).tolist()
+                if p.temperature > 0 and i not in generators:
+                    generators[i] = torch.Generator(device=state.device).manual_seed(p.seed)
+                gens.append(generators.get(i))
+            picked = pick_tokens(logits, [params_list[i] for i in active], [len(tokens[i]) for i in active], gens)
+            picked_lp = logprobs.gather(1, torch.tensor(picked, device=state.device)[:, None]).squeeze(1).tolist()
             still = []
             plan: dict[int, list[Segment]] = {}
             for j, i in enumerate(active):
                 t = int(picked[j])
                 tokens[i].append(t)
-                p = params_list[i]
-                if (t == self.eos_token_id and not p.ignore_eos) or len(tokens[i]) >= p.max_new_tokens:
+                if is_finished(t, len(tokens[i]), params_list[i], self.eos_token_id):
                     continue
                 row, b = leaves[i]
                 plan.setdefault(row, []).append(Segment(b, [t], lps=[picked_lp[j]]))

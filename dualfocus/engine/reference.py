@@ -1,4 +1,7 @@
-"""The reference engine: the obvious loop, one request at a time, everything recomputed.
+"""The reference engine: the obvious loop, one request at a time, each pass computed from scratch.
+
+Within a pass it decodes with a KV cache, as LLaVA's `generate` does; across passes nothing is
+shared (every pass re-encodes its images and re-reads its whole prompt), as the original release.
 
 It is the executable specification the fast engine is tested against.
 """
@@ -8,9 +11,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from transformers import DynamicCache
 
-from dualfocus.engine.base import Engine, Generation, GenerationRequest, Score, ScoringRequest, sample
+from dualfocus.engine.base import (
+    Engine,
+    Generation,
+    GenerationRequest,
+    SamplingParams,
+    Score,
+    ScoringRequest,
+    is_finished,
+    pick_tokens,
+)
 from dualfocus.mm_utils import tokenizer_image_token
+from dualfocus.model.llava_llama import CACHE_KWARG
 
 
 class ReferenceEngine(Engine):
@@ -19,25 +33,26 @@ class ReferenceEngine(Engine):
         out = []
         for req in requests:
             ids = torch.tensor([tokenizer_image_token(req.prompt, self.tokenizer)], device=self.device)
-            embeds, mask, _, positions = self.model.prepare_inputs_labels_for_multimodal(
+            embeds, _, _, _ = self.model.prepare_inputs_labels_for_multimodal(
                 ids, None, None, self.pixel_values(req.images)
             )
-            generator = torch.Generator(device=self.device).manual_seed(req.params.seed)
-            tokens = self._greedy_or_sampled(embeds, req, generator)
+            tokens = self._decode(embeds, req.params)
             out.append(Generation(self.decode(tokens), tokens))
         return out
 
-    def _greedy_or_sampled(self, embeds: torch.Tensor, req: GenerationRequest, generator) -> list[int]:
-        # Full recompute each step: no cache at all, the plainest possible definition.
+    def _decode(self, embeds: torch.Tensor, params: SamplingParams) -> list[int]:
+        """Prefill the prompt, then one token at a time with a KV cache (as LLaVA's generate)."""
+        generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        cache = DynamicCache()
         tokens: list[int] = []
-        for _ in range(req.params.max_new_tokens):
-            logits = self.model(inputs_embeds=embeds, use_cache=False).logits[:, -1]
-            token = int(sample(logits, req.params, generator)[0])
+        while True:
+            hidden = self.model.model(inputs_embeds=embeds, use_cache=True, **{CACHE_KWARG: cache}).last_hidden_state
+            logits = self.model.lm_head(hidden[:, -1]).float()
+            token = pick_tokens(logits, [params], [len(tokens)], [generator])[0]
             tokens.append(token)
-            if token == self.eos_token_id and not req.params.ignore_eos:
-                break
-            embeds = torch.cat([embeds, self.model.model.embed_tokens(torch.tensor([[token]], device=self.device))], 1)
-        return tokens
+            if is_finished(token, len(tokens), params, self.eos_token_id):
+                return tokens
+            embeds = self.model.model.embed_tokens(torch.tensor([[token]], device=self.device))
 
     @torch.inference_mode()
     def loglikelihood(self, requests: Sequence[ScoringRequest]) -> list[Score]:
