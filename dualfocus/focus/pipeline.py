@@ -38,6 +38,9 @@ class FocusConfig:
     square: bool = True  # crop policy: square around the box centre...
     pad: int = boxes.ENLARGE_PIXELS  # ...plus this many pixels on each side
     ignore_eos: bool = False  # benchmarks only: force every pass to its max length
+    # Benchmarks only: pass name ("macro", "box", "micro") -> the text that pass must emit, so
+    # random-weight models at real shapes take every path (box parsed, both answers valid).
+    forced_outputs: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -49,9 +52,9 @@ class FocusConfig:
         if self.num_beams != 1:
             raise ValueError("beam search is not supported: use num_beams=1 (greedy or sampling)")
 
-    def params(self, max_new_tokens: int | None = None) -> SamplingParams:
+    def params(self, max_new_tokens: int | None = None, forced: tuple[int, ...] | None = None) -> SamplingParams:
         return SamplingParams(max_new_tokens or self.max_new_tokens, self.temperature, self.top_p, self.seed,
-                              self.ignore_eos)
+                              self.ignore_eos, forced)
 
 
 @dataclass
@@ -91,6 +94,11 @@ class DualFocus:
         self.engine, self.protocol, self.config = engine, protocol, config
         template = conv_templates[config.conv_mode]
         engine.stop_str = template.sep2 if template.sep_style == SeparatorStyle.TWO else template.sep
+        self._params = {name: config.params() for name in ("macro", "micro")}
+        self._params["box"] = config.params(config.box_max_new_tokens)
+        for name, text in config.forced_outputs:  # " text" as an answer follows "ASSISTANT:", then EOS
+            ids = engine.tokenizer(" " + text, add_special_tokens=False).input_ids + [engine.eos_token_id]
+            self._params[name] = config.params(forced=tuple(ids))
 
     def prompt(self, messages: Sequence[tuple[int, str | None]]) -> str:
         conv = conv_templates[self.config.conv_mode].copy()
@@ -105,10 +113,11 @@ class DualFocus:
         # 1. macro (+ box) passes
         requests = []
         for i, (q, image) in enumerate(items):
-            requests.append(GenerationRequest(self.prompt([(0, proto.macro_prompt(q))]), [image], cfg.params(), i))
+            macro = GenerationRequest(self.prompt([(0, proto.macro_prompt(q))]), [image], self._params["macro"], i)
+            requests.append(macro)
             if cfg.mode == "dualfocus":
-                box_params = cfg.params(cfg.box_max_new_tokens)
-                requests.append(GenerationRequest(self.prompt([(0, proto.box_prompt(q))]), [image], box_params, i))
+                box = GenerationRequest(self.prompt([(0, proto.box_prompt(q))]), [image], self._params["box"], i)
+                requests.append(box)
         gens = self.engine.generate(requests)
         step = 2 if cfg.mode == "dualfocus" else 1
         for i, ((q, _), res) in enumerate(zip(items, results)):
@@ -136,7 +145,7 @@ class DualFocus:
         micro_requests = [
             GenerationRequest(
                 self.prompt(proto.micro_messages(items[i][0], results[i].box_text)),
-                [items[i][1], crop], cfg.params(), i, parent=handle,
+                [items[i][1], crop], self._params["micro"], i, parent=handle,
             )
             for i, crop, handle in micro_items
         ]
