@@ -246,7 +246,8 @@ def _materialize(
         model = LlavaLlamaForCausalLM(config)
     expected = model.state_dict()
     state = _normalise_tower_keys(state, expected)
-    if not any(k.startswith(TOWER_PREFIX) for k in state):
+    # A stray buffer (e.g. CLIP's position_ids in old checkpoints) does not make the tower present.
+    if not any(k.startswith(TOWER_PREFIX) and not _IGNORED_KEYS.search(k) for k in state):
         state.update(_tower_weights(config.mm_vision_tower, path, expected))
     _check_keys(state, expected, path, allow_missing_projector)
     floating = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items() if k in expected}
@@ -410,11 +411,14 @@ def _add_image_tokens(model, tokenizer) -> None:
     """LLaVA adds <im_patch> / <im_start>, <im_end> to the tokenizer when the config asks for them."""
     from dualfocus.constants import DEFAULT_IM_END_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN
 
+    added = 0
     if getattr(model.config, "mm_use_im_patch_token", False):
-        tokenizer.add_tokens([DEFAULT_IMAGE_PATCH_TOKEN], special_tokens=True)
+        added += tokenizer.add_tokens([DEFAULT_IMAGE_PATCH_TOKEN], special_tokens=True)
     if getattr(model.config, "mm_use_im_start_end", False):
-        tokenizer.add_tokens([DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN], special_tokens=True)
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        added += tokenizer.add_tokens([DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN], special_tokens=True)
+    # Only rows for tokens added here: a llava-hf tokenizer's own `<image>` token (id == the
+    # original vocab size) has no row in the original layout, and -200 stands for it anyway.
+    if added and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -42,9 +42,12 @@ def weight_files(directory: str | os.PathLike) -> list[Path]:
 def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
     for f in files:
         if f.suffix == ".safetensors":
-            with safe_open(str(f), framework="pt", device="cpu") as sf:
-                for key in sf.keys():
-                    yield key, sf.get_tensor(key)
+            try:  # a truncated download fails here; safetensors' message does not name the file
+                with safe_open(str(f), framework="pt", device="cpu") as sf:
+                    tensors = {key: sf.get_tensor(key) for key in sf.keys()}
+            except SafetensorError as e:
+                raise ValueError(f"{f}: cannot be read as a safetensors file ({e})") from e
+            yield from tensors.items()
         else:
             try:
                 state = torch.load(f, map_location="cpu", weights_only=True, mmap=True)

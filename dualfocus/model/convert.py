@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 from accelerate import init_empty_weights
 from transformers import (
-    AutoTokenizer,
     CLIPImageProcessor,
     CLIPVisionConfig,
     LlamaConfig,
@@ -24,6 +23,7 @@ from transformers import (
 )
 
 from dualfocus.model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
+from dualfocus.tiny.tokenizer import load_tokenizer
 
 # Fields of LlavaLlamaConfig that are LLaVA's, not Llama's.
 _LLAVA_FIELDS = (
@@ -32,6 +32,9 @@ _LLAVA_FIELDS = (
     "tokenizer_model_max_length", "tokenizer_padding_side", "use_mm_proj", "freeze_mm_mlp_adapter",
     "tune_mm_mlp_adapter", "mm_projector_lr", "mm_patch_merge_type", "image_grid_pinpoints",
 )
+# Those that llava-hf's config expresses in its own terms; the others are carried as they are.
+_CARRIED_FIELDS = tuple(f for f in _LLAVA_FIELDS if f not in (
+    "mm_vision_config", "mm_hidden_size", "mm_projector_type", "mm_vision_select_layer", "mm_vision_select_feature"))
 _DROP = ("model_type", "architectures", "transformers_version", "_name_or_path", "torch_dtype", "dtype", "auto_map")
 _FEATURE = {"patch": "default", "cls_patch": "full"}
 
@@ -74,9 +77,11 @@ def original_to_hf(model: LlavaLlamaForCausalLM) -> LlavaForConditionalGeneratio
         projector_hidden_act="gelu",
         multimodal_projector_bias=True,
     )
-    # Kept so that the way back is lossless.
-    hf_cfg.mm_vision_tower = cfg.mm_vision_tower
-    hf_cfg.image_aspect_ratio = cfg.image_aspect_ratio
+    # LLaVA's fields llava-hf has no place for ride along as extra attributes: the way back is lossless.
+    cfg_dict = cfg.to_dict()
+    for field in _CARRIED_FIELDS:
+        if field in cfg_dict:
+            setattr(hf_cfg, field, cfg_dict[field])
     with init_empty_weights(include_buffers=False):
         hf = LlavaForConditionalGeneration(hf_cfg)
     state = {}
@@ -98,15 +103,15 @@ def hf_to_original(hf: LlavaForConditionalGeneration) -> LlavaLlamaForCausalLM:
     text = {k: v for k, v in hf_cfg.text_config.to_dict().items() if k not in _DROP}
     if vocab is not None:
         text["vocab_size"] = vocab
+    carried = {f: getattr(hf_cfg, f) for f in _CARRIED_FIELDS if hasattr(hf_cfg, f)}
     cfg = LlavaLlamaConfig(
         **text,
-        mm_vision_tower=getattr(hf_cfg, "mm_vision_tower", None),
+        **carried,
         mm_vision_config=hf_cfg.vision_config.to_dict(),
         mm_hidden_size=hf_cfg.vision_config.hidden_size,
         mm_projector_type="mlp2x_gelu",
         mm_vision_select_layer=hf_cfg.vision_feature_layer,
         mm_vision_select_feature={v: k for k, v in _FEATURE.items()}[hf_cfg.vision_feature_select_strategy],
-        image_aspect_ratio=getattr(hf_cfg, "image_aspect_ratio", "pad"),
     )
     with init_empty_weights(include_buffers=False):
         model = LlavaLlamaForCausalLM(cfg)
@@ -135,7 +140,10 @@ def load_hf_checkpoint(path: Path, dtype: torch.dtype, trust_remote_code: bool =
     """A llava-hf directory -> (our model, tokenizer, image processor)."""
     hf = LlavaForConditionalGeneration.from_pretrained(str(path), dtype=dtype)
     model = hf_to_original(hf)
-    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    # The one LLaVA tokenizer loader (sentencepiece spacing, never remote code): llava-hf ships
+    # `legacy: false`, which tokenizes text after `</s>` or starting with a space differently.
+    del trust_remote_code
+    tokenizer = load_tokenizer(path)
     return model, tokenizer, CLIPImageProcessor.from_pretrained(str(path))
 
 

@@ -191,8 +191,9 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM):
         loss = None
         if labels is not None:
             loss = causal_lm_loss(logits, labels, reduction)
-        new_cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=new_cache)
+        # By the name this transformers uses: the old name still works but warns (5.2x).
+        new_cache = getattr(out, CACHE_KWARG, None)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_KWARG: new_cache})
 
     @torch.no_grad()
     def generate(self, inputs: torch.Tensor | None = None, images=None, attention_mask=None, **kwargs):
