@@ -1,0 +1,15 @@
+"""LLaVA's generic question-file runner: a jsonl of `question_id`, `image`, `text`, with DualFocus.
+
+    python -m dualfocus.eval.model_vqa_loader --model-path CKPT --question-file Q --answers-file A \
+        [--benchmark vqa|seed|gqa|textvqa] [...]
+
+`--benchmark` picks the DualFocus protocol (default `vqa`: free-form answers); the other flags are
+LLaVA's, see `dualfocus.eval.runner.run_eval` (the help text) for sharding, resume and errors.
+"""
+
+import sys
+
+from dualfocus.eval.runner import main
+
+if __name__ == "__main__":
+    main(None, sys.argv[1:])

@@ -1,0 +1,281 @@
+"""The runner without a model: sharding, device choice, resume, error records, batching, summary.
+
+A scripted pipeline stands in for DualFocus (same `run` and `config`), so every path is exact and
+fast; tests/test_eval_cli.py runs the same runner on a tiny real checkpoint.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dualfocus.eval import merge
+from dualfocus.eval.benchmarks import get_benchmark, score_answer
+from dualfocus.eval.runner import (
+    AnswerWriter,
+    get_chunk,
+    read_answer_file,
+    repair_last_line,
+    resolve_device,
+    resolve_shard,
+    run_benchmark,
+    split_list,
+)
+from dualfocus.focus.pipeline import FocusConfig, FocusResult
+
+DEMO = Path(__file__).resolve().parent.parent / "playground" / "demo"
+SEED_Q = DEMO / "seed_bench" / "llava-seed-bench.jsonl"
+MMBENCH_Q = DEMO / "mmbench" / "mmbench_demo.tsv"
+TEXTVQA_Q = DEMO / "textvqa" / "llava_textvqa_val_v051_ocr.jsonl"
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: not an Exception, so the runner does not turn it into an error record."""
+
+
+class ScriptedPipeline:
+    """DualFocus's interface with scripted answers: question_id -> (macro, micro or None, final)."""
+
+    def __init__(self, script=None, default=("A", None, "A"), fail_on=(), kill_after=None):
+        self.config = FocusConfig()
+        self.script, self.default, self.fail_on = script or {}, default, set(fail_on)
+        self.kill_after, self.answered, self.calls = kill_after, 0, []
+
+    def run(self, items):
+        self.calls.append([q.question_id for q, _ in items])
+        if any(str(q.question_id) in self.fail_on for q, _ in items):
+            raise RuntimeError("engine blew up")
+        results = []
+        for q, image in items:
+            assert image.mode == "RGB"
+            if self.kill_after is not None and self.answered >= self.kill_after:
+                raise Killed()
+            macro, micro, final = self.script.get(str(q.question_id), self.default)
+            results.append(FocusResult(q.question_id, text=final, answer=final, macro_raw=macro, macro_answer=macro,
+                                       micro_answer=micro, fallback=None if micro else "no_box",
+                                       choice="agree" if micro else "no_micro: no_box"))
+            self.answered += 1
+        return results
+
+
+def seed_rows(n=None):
+    bench = get_benchmark("seed")
+    rows = bench.read_questions(str(SEED_Q))
+    return bench, rows if n is None else rows[:n]
+
+
+# -- sharding and device ----------------------------------------------------------------------------
+def test_split_list_is_llavas_contiguous_chunking():
+    assert split_list(list(range(10)), 3) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert [get_chunk(list(range(10)), 3, k) for k in range(3)] == split_list(list(range(10)), 3)
+    assert get_chunk(list(range(3)), 8, 2) == [2]
+    assert get_chunk(list(range(3)), 8, 7) == []  # LLaVA: IndexError
+    assert get_chunk([], 4, 0) == []
+    with pytest.raises(ValueError):
+        get_chunk([1], 2, 2)
+
+
+def test_resolve_shard_precedence():
+    env = {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
+    assert resolve_shard(2, 1, env) == (2, 1)  # arguments first
+    assert resolve_shard(env=env) == (4, 3)  # then Slurm
+    assert resolve_shard(env={"RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "8"}) == (8, 5)  # then torchrun's RANK
+    assert resolve_shard(env={"LOCAL_RANK": "1", "WORLD_SIZE": "2"}) == (2, 1)
+    assert resolve_shard(env={}) == (1, 0)
+    assert resolve_shard(env={"SLURM_PROCID": "0"}) == (1, 0)  # a rank without a size is not a shard
+    with pytest.raises(ValueError, match="both"):
+        resolve_shard(4, None, {})
+    with pytest.raises(ValueError, match="does not exist"):
+        resolve_shard(env={"SLURM_PROCID": "4", "SLURM_NTASKS": "4"})
+
+
+def test_resolve_device(monkeypatch):
+    import torch
+
+    assert resolve_device("cuda:3", {}) == "cuda:3"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device(None, {"SLURM_LOCALID": "1"}) == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device(None, {"SLURM_LOCALID": "3", "LOCAL_RANK": "0"}) == "cuda:1"
+    assert resolve_device(None, {"LOCAL_RANK": "1"}) == "cuda:1"
+    assert resolve_device(None, {}) == "cuda"
+
+
+# -- the answer file --------------------------------------------------------------------------------
+def test_repair_cuts_a_half_written_last_line(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"question_id": 1}\n{"question_id": 2, "te')
+    assert repair_last_line(str(path)) == len('{"question_id": 2, "te')
+    assert path.read_text() == '{"question_id": 1}\n'
+    assert repair_last_line(str(path)) == 0
+    path.write_text('{"question_id": 1')  # no complete line at all
+    repair_last_line(str(path))
+    assert path.read_text() == ""
+
+
+def test_a_corrupt_line_in_the_middle_is_an_error_not_a_silent_skip(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"question_id": 1}\nnot json\n{"question_id": 2}\n')
+    with pytest.raises(ValueError, match=":2: corrupt"):
+        AnswerWriter(str(path))
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+def test_records_have_llavas_fields_and_the_trace(tmp_path):
+    bench, rows = seed_rows()
+    out = tmp_path / "answers" / "a.jsonl"
+    summary = run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(DEMO), model_id="ckpt",
+                            progress=False)
+    records = read_answer_file(str(out))
+    assert [r["question_id"] for r in records] == [r["question_id"] for r in rows]
+    for record, row in zip(records, rows):
+        assert set(record) == {"question_id", "prompt", "text", "answer_id", "model_id", "metadata"}
+        assert record["prompt"] == row["text"] and record["model_id"] == "ckpt" and record["text"] == "A"
+        assert record["metadata"]["macro_answer"] == "A" and record["metadata"]["choice"] == "no_micro: no_box"
+    assert summary["answered"] == summary["questions"] == len(rows) and summary["errors"] == 0
+    assert summary["fallback_rate"] == 1.0
+
+
+def test_batches_are_batch_size_questions(tmp_path):
+    bench, rows = seed_rows()
+    pipe = ScriptedPipeline()
+    run_benchmark(pipe, bench, rows, str(tmp_path / "a.jsonl"), image_folder=str(DEMO), batch_size=3, progress=False)
+    assert [len(c) for c in pipe.calls] == [3, 1]
+
+
+def test_killed_run_resumes_without_duplicates(tmp_path):
+    bench, rows = seed_rows()
+    out = tmp_path / "a.jsonl"
+    with pytest.raises(Killed):
+        run_benchmark(ScriptedPipeline(kill_after=2), bench, rows, str(out), image_folder=str(DEMO), batch_size=1,
+                      progress=False)
+    assert len(read_answer_file(str(out))) == 2
+    with open(out, "a") as f:  # and the kill landed mid-write
+        f.write('{"question_id": "9003", "prompt": "Wh')
+    pipe = ScriptedPipeline()
+    summary = run_benchmark(pipe, bench, rows, str(out), image_folder=str(DEMO), batch_size=1, progress=False)
+    assert [c[0] for c in pipe.calls] == ["9003", "9004"]  # only what was missing
+    assert summary["resumed_from"] == 2 and summary["new"] == 2 and summary["repaired_bytes"] > 0
+    records = merge.merge_answers([str(out)], merge.read_question_ids(str(SEED_Q)), report=lambda m: None)
+    assert len(records) == len(rows)
+    # A third run has nothing to do and writes nothing.
+    before = out.read_bytes()
+    assert run_benchmark(ScriptedPipeline(), bench, rows, str(out), progress=False)["new"] == 0
+    assert out.read_bytes() == before
+
+
+def test_repeated_question_ids_resume_by_count(tmp_path):
+    """TextVQA's question id is the image id: two questions share "sign"; resume counts them."""
+    bench = get_benchmark("textvqa")
+    rows = bench.read_questions(str(TEXTVQA_Q))
+    assert [r["question_id"] for r in rows] == ["sign", "sign", "house"]
+    out = tmp_path / "a.jsonl"
+    with pytest.raises(Killed):
+        run_benchmark(ScriptedPipeline(kill_after=1), bench, rows, str(out), image_folder=str(DEMO), batch_size=1,
+                      progress=False)
+    run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(DEMO), progress=False)
+    prompts = [r["prompt"] for r in read_answer_file(str(out))]
+    assert prompts == [r["text"] for r in rows]  # each question once, in order
+
+
+def _bad_inputs(tmp_path):
+    """The SEED demo file plus a missing image, a corrupt image and an unreadable row."""
+    images = tmp_path / "images"
+    shutil.copytree(DEMO / "images", images)
+    (images / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    rows = [json.loads(line) for line in SEED_Q.read_text().splitlines()]
+    text = rows[0]["text"]
+    rows += [
+        {"question_id": "m1", "image": "images/missing.png", "text": text},
+        {"question_id": "c1", "image": "images/corrupt.png", "text": text},
+        {"question_id": "b1", "image": "images/shapes.png", "text": "What?\nA. one\nC. three"},  # letters skip B
+        {"question_id": "n1", "text": text},  # no image at all
+    ]
+    question_file = tmp_path / "q.jsonl"
+    question_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return question_file, rows
+
+
+def test_bad_images_and_rows_become_error_records(tmp_path):
+    question_file, rows = _bad_inputs(tmp_path)
+    bench = get_benchmark("seed")
+    out = tmp_path / "a.jsonl"
+    summary = run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(tmp_path), batch_size=16,
+                            progress=False)
+    records = {r["question_id"]: r for r in read_answer_file(str(out))}
+    assert "missing.png: file not found" in records["m1"]["error"]
+    assert "corrupt.png" in records["c1"]["error"] and records["c1"]["error"].startswith("image:")
+    assert records["b1"]["error"].startswith("bad record:") and "option line" in records["b1"]["error"]
+    assert "no image" in records["n1"]["error"]
+    for qid in ("m1", "c1", "b1", "n1"):
+        assert records[qid]["text"] == "" and records[qid]["prompt"]
+        assert records[qid]["metadata"]["error"] == records[qid]["error"]
+    assert summary["errors"] == 4 and summary["answered"] == len(rows)
+    merge.merge_answers([str(out)], merge.read_question_ids(str(question_file)), report=lambda m: None)
+
+
+def test_a_failing_batch_is_retried_one_by_one(tmp_path):
+    bench, rows = seed_rows()
+    pipe = ScriptedPipeline(fail_on={"9002"})
+    summary = run_benchmark(pipe, bench, rows, str(tmp_path / "a.jsonl"), image_folder=str(DEMO), batch_size=4,
+                            progress=False)
+    records = read_answer_file(str(tmp_path / "a.jsonl"))
+    assert [bool(r.get("error")) for r in records] == [False, True, False, False]
+    assert records[1]["error"] == "pipeline: RuntimeError: engine blew up"
+    assert pipe.calls[0] == ["9001", "9002", "9003", "9004"] and len(pipe.calls) == 5
+    assert summary["errors"] == 1
+
+
+def test_more_shards_than_questions_writes_an_empty_file(tmp_path):
+    bench, rows = seed_rows()
+    out = tmp_path / "8_7.jsonl"
+    summary = run_benchmark(ScriptedPipeline(), bench, get_chunk(rows, 8, 7), str(out), progress=False)
+    assert out.exists() and out.read_text() == ""
+    assert summary["questions"] == 0 and summary["accuracy"] is None
+
+
+# -- MMBench --------------------------------------------------------------------------------------
+def test_mmbench_all_rounds_are_keyed_by_index_and_round(tmp_path):
+    bench = get_benchmark("mmbench", all_rounds=True)
+    rows = bench.expand(bench.read_questions(str(MMBENCH_Q)))
+    assert [(r["index"], r["round_id"]) for r in rows] == [(0, k) for k in range(4)] + [(1, k) for k in range(3)] + \
+        [(2, k) for k in range(4)]
+    out = tmp_path / "a.jsonl"
+    with pytest.raises(Killed):
+        run_benchmark(ScriptedPipeline(kill_after=5), bench, rows, str(out), batch_size=2, progress=False)
+    summary = run_benchmark(ScriptedPipeline(), bench, rows, str(out), batch_size=2, progress=False)
+    records = read_answer_file(str(out))
+    assert [(r["question_id"], r["round_id"]) for r in records] == [(r["index"], r["round_id"]) for r in rows]
+    assert records[1]["options"] == ["blue", "green", "yellow", "red"] and records[1]["option_char"] == list("BCDA")
+    assert records[4]["options"] == ["square", "circle", "triangle"]
+    # The trace's answer stays; the TSV's gold answer is kept as record_answer.
+    assert records[0]["metadata"]["answer"] == "A" and records[0]["metadata"]["record_answer"] == "A"
+    assert records[1]["metadata"]["record_answer"] == "D"  # red moved to D in round 1
+    merge.merge_answers([str(out)], merge.read_question_ids(str(MMBENCH_Q)), report=lambda m: None)
+    assert summary["with_gold"] == len(rows)
+
+
+# -- the summary ------------------------------------------------------------------------------------
+def test_summary_accuracies_come_from_the_trace(tmp_path):
+    bench, rows = seed_rows()  # gold: 9001 A, 9002 B, 9003 C, 9004 D (from SEED-Bench.json)
+    annotations = bench.load_annotations(str(DEMO / "seed_bench" / "SEED-Bench.json"))
+    script = {
+        "9001": ("A", "B", "A"),  # macro right, micro wrong, final right
+        "9002": ("A", "B", "B"),  # micro right, final right
+        "9003": ("C", None, "C"),  # no micro pass: micro-only falls back to macro
+        "9004": ("A", "B", "A"),  # all wrong
+    }
+    summary = run_benchmark(ScriptedPipeline(script), bench, rows, str(tmp_path / "a.jsonl"), image_folder=str(DEMO),
+                            progress=False, annotations=annotations)
+    assert summary["with_gold"] == 4
+    assert summary["accuracy"] == {"macro": 50.0, "micro": 50.0, "final": 75.0, "oracle": 75.0}
+    assert summary["fallbacks"] == 1 and summary["fallback_rate"] == 0.25
+
+
+def test_score_answer():
+    assert score_answer("B", "B") == 1.0 and score_answer("b", "B") == 0.0 and score_answer(None, "B") == 0.0
+    assert score_answer("Sun", ["sun"] * 7 + ["the sun"] * 3) == 1.0
+    assert score_answer("the sun.", ["sun"]) == 1.0  # VQA normalisation, fewer than 10 answers: exact match
+    assert score_answer("moon", ["sun", "star"]) == 0.0
