@@ -97,10 +97,14 @@ def score_mmbench(tsv: Path, merged: Path) -> dict:
               f"cannot hold ({str(e)[:60]!r}...); scoring without it", flush=True)
     import pandas as pd
 
+    from dualfocus.eval.scoring_common import write_json_atomic
+
+    (merged.parent / "upload" / f"{merged.stem}.xlsx").unlink(missing_ok=True)  # half-written by openpyxl
     predictions, errors = mmb.load_predictions(str(merged))
     result = {"benchmark": "mmbench", "xlsx_written": False, **mmb.score(pd.read_table(tsv), predictions),
               "n_errors": errors}
     print(mmb.report(result))
+    write_json_atomic(str(merged.parent / f"{merged.stem}_score.json"), result)
     return result
 
 

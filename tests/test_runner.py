@@ -279,3 +279,18 @@ def test_score_answer():
     assert score_answer("Sun", ["sun"] * 7 + ["the sun"] * 3) == 1.0
     assert score_answer("the sun.", ["sun"]) == 1.0  # VQA normalisation, fewer than 10 answers: exact match
     assert score_answer("moon", ["sun", "star"]) == 0.0
+
+
+def test_a_failed_step_with_an_answer_is_counted_not_an_error_record(tmp_path):
+    class ScoringFails(ScriptedPipeline):
+        def run(self, items):
+            results = super().run(items)
+            results[0].error = "scoring: cannot mask the candidate"
+            return results
+
+    bench, rows = seed_rows()
+    summary = run_benchmark(ScoringFails(), bench, rows, str(tmp_path / "a.jsonl"), image_folder=str(DEMO),
+                            progress=False)
+    first = read_answer_file(str(tmp_path / "a.jsonl"))[0]
+    assert "error" not in first and first["metadata"]["error"].startswith("scoring:") and first["text"] == "A"
+    assert summary["errors"] == 0 and summary["step_errors"] == 1

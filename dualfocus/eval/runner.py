@@ -363,7 +363,7 @@ def summarize(benchmark: Benchmark, questions: Sequence[Question], records: Sequ
     for record in records:
         by_key.setdefault(answer_key(record), []).append(record)
     seen: Counter = Counter()
-    answered, errors, fallbacks, ok = 0, 0, 0, 0
+    answered, errors, fallbacks, ok, step_errors = 0, 0, 0, 0, 0
     choices: Counter = Counter()
     scores = {name: 0.0 for name in ABLATIONS}
     with_gold = 0
@@ -381,6 +381,7 @@ def summarize(benchmark: Benchmark, questions: Sequence[Question], records: Sequ
         else:
             ok += 1
             fallbacks += meta.get("fallback") is not None and meta.get("mode") != "macro"
+            step_errors += bool(meta.get("error"))  # a step failed but an answer stands (e.g. scoring)
             choices[str(meta.get("choice", "")).split(":")[0]] += 1
         if question.query is None:
             continue
@@ -402,6 +403,7 @@ def summarize(benchmark: Benchmark, questions: Sequence[Question], records: Sequ
         "questions": len(questions),
         "answered": answered,
         "errors": errors,
+        "step_errors": step_errors,
         "fallbacks": fallbacks,
         "fallback_rate": round(fallbacks / ok, 4) if ok else None,
         "choices": dict(choices),
@@ -418,6 +420,9 @@ def format_summary(summary: Mapping) -> str:
         f"({summary.get('new', 0)} now, {summary.get('resumed_from', 0)} from an earlier run), "
         f"{summary['errors']} error(s)",
     ]
+    if summary.get("step_errors"):
+        lines.append(f"{summary['step_errors']} answer(s) kept the macro answer after a failed step "
+                     "(metadata.error says which)")
     if summary.get("chunk"):
         lines.append(f"chunk {summary['chunk']}: {summary['answers_file']}")
     if summary["fallback_rate"] is not None:
