@@ -84,6 +84,9 @@ class Engine(ABC):
     def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """(N, 3, H, W) in the vision tower's dtype, on the model's device."""
         vt = self.model.model.vision_tower
+        if not images:  # a text-only request: process_images cannot stack an empty list
+            size = vt.config.image_size
+            return torch.empty(0, 3, size, size, device=vt.device, dtype=vt.dtype)
         return process_images(list(images), self.image_processor, self.model.config).to(vt.device, vt.dtype)
 
     def decode(self, token_ids: Sequence[int]) -> str:
