@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from transformers import DynamicCache
 
+from dualfocus.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from dualfocus.engine.base import (
     Engine,
     Generation,
@@ -61,6 +62,7 @@ class ReferenceEngine(Engine):
             ids = torch.tensor([list(req.input_ids)], device=self.device)
             labels = torch.tensor([list(req.labels)], device=self.device)
             result = self.model(input_ids=ids, labels=labels, images=self.pixel_values(req.images), reduction="none")
-            n = int((labels[:, 1:] != -100).sum())
+            # An image marker's label is replaced by IGNORE_INDEX when its features are spliced in.
+            n = int(((labels[:, 1:] != IGNORE_INDEX) & (labels[:, 1:] != IMAGE_TOKEN_INDEX)).sum())
             out.append(Score(float(result.loss[0]), n))
         return out
