@@ -21,3 +21,22 @@ def tiny_checkpoint(tmp_path_factory, tiny_tokenizer_dir):
     from dualfocus.tiny.checkpoint import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_llava") / "llava", tokenizer_dir=tiny_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def focus_checkpoint(tmp_path_factory, tiny_tokenizer_dir):
+    """A tiny LLaVA trained to follow the DualFocus protocol on `focus_model.CASES` (about 10 s, once),
+    in the original layout. Session-wide and shared: copy it before changing anything in it.
+    """
+    from focus_model import train_focus_checkpoint
+
+    return train_focus_checkpoint(tmp_path_factory.mktemp("focus_llava") / "llava", tiny_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def focus_loaded(focus_checkpoint):
+    """`load_pretrained_model(focus_checkpoint)` on CPU: (tokenizer, model, image_processor). Do not modify."""
+    from dualfocus.model.builder import load_pretrained_model
+
+    tokenizer, model, image_processor, _ = load_pretrained_model(str(focus_checkpoint), None, None, device="cpu")
+    return tokenizer, model, image_processor
