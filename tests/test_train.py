@@ -180,3 +180,23 @@ def test_cpu_deepspeed_process_group_is_gloo():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "gloo"
+
+
+def test_lora_launch_script_zero3_torchrun(tiny_checkpoint, data, tmp_path):
+    """scripts/train/finetune_dualfocus_lora.sh as shipped (torchrun, ZeRO-3, gradient checkpointing),
+    on CPU: the LoRA checkpoint it writes under ZeRO-3 (gathered) merges on load."""
+    pytest.importorskip("deepspeed")
+    root, images, _ = data
+    out = tmp_path / "script_lora"
+    env = dict(os.environ, GPUS="1", PRECISION_ARGS="", MASTER_PORT=str(free_port()), OMP_NUM_THREADS="1",
+               PER_DEVICE_BATCH="2", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts/train/finetune_dualfocus_lora.sh"), str(tiny_checkpoint), str(root / "train.json"),
+         str(images), str(out), "--", "--max_steps", "2", "--dataloader_num_workers", "0", "--lora_r", "8",
+         "--disable_tqdm", "True"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    extra = torch.load(out / "non_lora_trainables.bin", weights_only=True)
+    assert extra["base_model.model.model.mm_projector.0.weight"].shape == (64, 32)  # gathered, not a shard
+    _, model, _, _ = load_pretrained_model(str(out), str(tiny_checkpoint), device="cpu")
+    assert type(model).__name__ == "LlavaLlamaForCausalLM"

@@ -260,6 +260,8 @@ def test_llava_argument_names_parse():
         "--lora_r", "128", "--lora_alpha", "256", "--lora_dropout", "0.05", "--bits", "16", "--mm_projector_lr", "2e-5",
         "--image_folder", "imgs", "--process_sub_area", "True", "--round2_only", "True", "--draw_sub_region", "False",
         "--model_max_length", "2048", "--lazy_preprocess", "True", "--gradient_checkpointing", "True",
+        "--warmup_ratio", "0.03", "--evaluation_strategy", "no",  # LLaVA's names, gone from transformers 5
     ])
+    assert t.warmup_steps == 0.03 and t.eval_strategy == "no"
     assert (m.version, m.mm_vision_select_layer, t.lora_r, t.mm_projector_lr, d.round2_only) == ("v1", -2, 128, 2e-5, True)
     assert t.group_by_modality_length and t.gradient_checkpointing and not t.remove_unused_columns

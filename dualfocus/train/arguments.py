@@ -84,6 +84,20 @@ class TrainingArguments(transformers.TrainingArguments):
     lora_bias: str = "none"
     mm_projector_lr: float | None = None
     group_by_modality_length: bool = field(default=False)
+    # Names LLaVA's scripts pass that transformers 5 dropped: mapped onto the new ones.
+    warmup_ratio: float | None = field(default=None, metadata={"help": "= --warmup_steps RATIO (transformers 5)."})
+    evaluation_strategy: str | None = field(default=None, metadata={"help": "= --eval_strategy (transformers 5)."})
+
+    def __post_init__(self):
+        if self.warmup_ratio is not None:
+            if not 0 <= self.warmup_ratio < 1:
+                raise ValueError(f"--warmup_ratio must lie in [0, 1), got {self.warmup_ratio}")
+            if self.warmup_steps:
+                raise ValueError("pass --warmup_ratio or --warmup_steps, not both")
+            self.warmup_steps = self.warmup_ratio  # transformers 5: a value < 1 is a ratio
+        if self.evaluation_strategy is not None:
+            self.eval_strategy = self.evaluation_strategy
+        super().__post_init__()
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
