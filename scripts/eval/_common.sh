@@ -1,0 +1,282 @@
+# shellcheck shell=bash
+# Shared by scripts/eval/{eval,slurm_eval}_<bench>.sh; sourced, never run. See README.md.
+#
+# What lives here: the table of benchmarks (question file, image folder, runner, scorer), and the
+# process fan-out: one runner per GPU (or CHUNKS CPU processes) on this machine, or one srun task
+# per GPU on Slurm; waiting on every shard; the checked merge; the scorer. Everything else (what
+# a shard answers, resuming, the merge check, scoring) is the Python CLIs' job.
+
+DF_SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+DF_REPO_ROOT=$(cd "$DF_SCRIPTS_DIR/../.." && pwd)
+# The package runs from this checkout whatever the working directory (as the original's PYTHONPATH).
+export PYTHONPATH="$DF_REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+PYTHON=${PYTHON:-python}
+DATA_ROOT=${DATA_ROOT:-./playground/data/eval}
+CONV_MODE=${CONV_MODE:-vicuna_v1}
+MODEL_BASE=${MODEL_BASE:-}
+
+df_say() { echo "$DF_PROG: $*"; }
+df_die() { echo "$DF_PROG: error: $*" >&2; exit 1; }
+
+# df_benchmark NAME: the benchmark's files and commands (LLaVA's playground layout and splits).
+# Sets BENCH_DIR, SPLIT, RUNNER, QUESTION_FILE, RUNNER_ARGS (array); df_score does the scoring.
+# IMAGE_FOLDER, when set, replaces the benchmark's image folder (e.g. GQA images kept elsewhere).
+df_benchmark() {
+    DF_BENCH=$1
+    local images=""
+    RUNNER_ARGS=()
+    case $1 in
+        seed)
+            BENCH_DIR=$DATA_ROOT/seed_bench
+            SPLIT=${SPLIT:-llava-seed-bench-image}
+            RUNNER=dualfocus.eval.model_vqa_seed
+            QUESTION_FILE=$BENCH_DIR/$SPLIT.jsonl
+            images=$BENCH_DIR ;;
+        mmbench)
+            BENCH_DIR=$DATA_ROOT/mmbench
+            SPLIT=${SPLIT:-mmbench_dev_20230712}
+            RUNNER=dualfocus.eval.model_vqa_mmbench
+            QUESTION_FILE=$BENCH_DIR/$SPLIT.tsv   # images are inside the TSV
+            RUNNER_ARGS=(--single-pred-prompt) ;;
+        gqa)
+            BENCH_DIR=$DATA_ROOT/gqa
+            SPLIT=${SPLIT:-llava_gqa_testdev_balanced_mcq}
+            RUNNER=dualfocus.eval.model_vqa_gqa
+            QUESTION_FILE=$BENCH_DIR/$SPLIT.jsonl
+            images=$BENCH_DIR/data/images ;;
+        textvqa)
+            BENCH_DIR=$DATA_ROOT/textvqa
+            SPLIT=${SPLIT:-llava_textvqa_val_v051_ocr}
+            RUNNER=dualfocus.eval.model_vqa_textvqa
+            QUESTION_FILE=$BENCH_DIR/$SPLIT.jsonl
+            images=$BENCH_DIR/train_images ;;
+        *) df_die "unknown benchmark '$1' (seed, mmbench, gqa, textvqa)" ;;
+    esac
+    images=${IMAGE_FOLDER:-$images}
+    [[ -n $images ]] && RUNNER_ARGS+=(--image-folder "$images")
+    RUNNER_ARGS+=(--question-file "$QUESTION_FILE" --temperature 0 --conv-mode "$CONV_MODE")
+}
+
+# df_score MERGED: score the merged answers (or write the submission file) with the Python scorer.
+df_score() {
+    local merged=$1
+    case $DF_BENCH in
+        seed)
+            "$PYTHON" -m dualfocus.eval.convert_seed_for_submission \
+                --annotation-file "$BENCH_DIR/SEED-Bench.json" \
+                --result-file "$merged" \
+                --result-upload-file "$BENCH_DIR/answers_upload/$SPLIT/$CKPT_NAME.jsonl" ;;
+        mmbench)
+            # The scorer reads <result-dir>/<experiment>.jsonl: our merge.jsonl, so the upload is
+            # answers_upload/<split>/<checkpoint>/merge.xlsx.
+            "$PYTHON" -m dualfocus.eval.convert_mmbench_for_submission \
+                --annotation-file "$QUESTION_FILE" \
+                --result-dir "$(dirname "$merged")" \
+                --upload-dir "$BENCH_DIR/answers_upload/$SPLIT/$CKPT_NAME" \
+                --experiment "$(basename "$merged" .jsonl)" ;;
+        gqa)
+            # GQA's own eval.py reads data/testdev_balanced_predictions.json; we keep one per
+            # checkpoint beside its answers and score with the same rule when the questions are there
+            # (gqa/data/ in LLaVA's layout, or gqa/ itself).
+            local annotations=() found
+            for found in "$BENCH_DIR/data/testdev_balanced_questions.json" "$BENCH_DIR/testdev_balanced_questions.json"; do
+                [[ -f $found ]] && { annotations=(--gqa-annotations "$found"); break; }
+            done
+            "$PYTHON" -m dualfocus.eval.convert_gqa_for_eval \
+                --src "$merged" \
+                --dst "$(dirname "$merged")/testdev_balanced_predictions.json" \
+                --questions "$QUESTION_FILE" "${annotations[@]}" ;;
+        textvqa)
+            "$PYTHON" -m dualfocus.eval.eval_textvqa \
+                --annotation-file "$BENCH_DIR/TextVQA_0.5.1_val.json" \
+                --result-file "$merged" ;;
+    esac
+}
+
+# df_checkpoint CKPT: CKPT_NAME (the checkpoint's basename, or $CKPT_NAME) and ANSWERS_DIR.
+df_checkpoint() {
+    [[ -n ${1:-} ]] || df_die "no checkpoint given (see --help)"
+    CKPT=$1
+    CKPT_NAME=${CKPT_NAME:-$(basename -- "$CKPT")}   # basename drops trailing slashes
+    case $CKPT_NAME in
+        ""|/|.|..) df_die "cannot name the answers after checkpoint '$CKPT'; set CKPT_NAME" ;;
+    esac
+    [[ -f $QUESTION_FILE ]] || df_die "no question file $QUESTION_FILE (DATA_ROOT=$DATA_ROOT; run from the" \
+        "repository root or set DATA_ROOT; layout: playground/data/eval/README.md)"
+    ANSWERS_DIR=$BENCH_DIR/answers/$SPLIT/$CKPT_NAME
+    LOG_DIR=$ANSWERS_DIR/logs
+    mkdir -p "$LOG_DIR"
+    MODEL_ARGS=(--model-path "$CKPT")
+    [[ -n $MODEL_BASE ]] && MODEL_ARGS+=(--model-base "$MODEL_BASE")
+    return 0
+}
+
+# df_usage: the calling script's header comment (the lines after the shebang up to the first blank).
+df_usage() { sed -n '2,/^$/{s/^# \{0,1\}//;p}' "$0"; exit 0; }
+
+# df_merge_and_score N: merge N_0..N_{N-1}.jsonl, checked against the question file, then score.
+df_merge_and_score() {
+    local n=$1 i shards=()
+    for ((i = 0; i < n; i++)); do shards+=("$ANSWERS_DIR/${n}_$i.jsonl"); done
+    "$PYTHON" -m dualfocus.eval.merge --inputs "${shards[@]}" --output "$ANSWERS_DIR/merge.jsonl" \
+        --question-file "$QUESTION_FILE" || df_die "merge failed (see above); rerun to resume the missing questions"
+    df_score "$ANSWERS_DIR/merge.jsonl" || df_die "scoring $ANSWERS_DIR/merge.jsonl failed (see above)"
+    df_say "done: $ANSWERS_DIR/merge.jsonl"
+}
+
+# df_describe_status STATUS: "exit status 3" or "killed by SIGKILL (exit status 137)".
+df_describe_status() {
+    if (($1 > 128 && $1 < 160)); then
+        echo "killed by SIG$(kill -l $(($1 - 128))) (exit status $1)"
+    else
+        echo "exit status $1"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# eval_<bench>.sh CKPT [runner args...]: one process per GPU here, or CHUNKS CPU processes.
+df_eval_local() {
+    DF_PROG=$(basename "$0" .sh)
+    df_benchmark "$1"; shift
+    [[ ${1:-} == -h || ${1:-} == --help ]] && df_usage
+    df_checkpoint "${1:-}"; shift
+
+    # Devices: CUDA_VISIBLE_DEVICES when set (set and empty: no GPU), else every GPU nvidia-smi lists.
+    local devices=() gpus
+    if [[ -v CUDA_VISIBLE_DEVICES ]]; then
+        gpus=$CUDA_VISIBLE_DEVICES
+    elif command -v nvidia-smi > /dev/null 2>&1; then
+        gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader 2> /dev/null | paste -sd, -) || gpus=""
+    else
+        gpus=""
+    fi
+    IFS=',' read -ra devices <<< "${gpus// /}"
+    local n shard_env=()
+    if ((${#devices[@]})); then
+        n=${#devices[@]}
+        [[ -n ${CHUNKS:-} && $CHUNKS != "$n" ]] &&
+            df_say "note: CHUNKS=$CHUNKS ignored: one process per GPU in CUDA_VISIBLE_DEVICES=$gpus"
+    else
+        n=${CHUNKS:-1}
+        [[ $n =~ ^[1-9][0-9]*$ ]] || df_die "CHUNKS must be a positive integer, got '$n'"
+        # n processes share the CPUs: without this each would start one thread per core.
+        [[ -v OMP_NUM_THREADS ]] || shard_env+=(OMP_NUM_THREADS=$(( $(nproc) / n > 0 ? $(nproc) / n : 1 )))
+    fi
+
+    local pids=() i
+    trap 'df_say "interrupted: stopping shards ${pids[*]}"; kill "${pids[@]}" 2> /dev/null; wait; exit 130' INT TERM
+    df_say "$n shard(s) of $QUESTION_FILE -> $ANSWERS_DIR"
+    for ((i = 0; i < n; i++)); do
+        local log=$LOG_DIR/${n}_$i.log device=${devices[$i]:-}
+        echo "=== $(date '+%F %T') shard $i/$n on ${device:+GPU }${device:-CPU}" >> "$log"
+        env CUDA_VISIBLE_DEVICES="$device" "${shard_env[@]}" \
+            "$PYTHON" -m "$RUNNER" "${MODEL_ARGS[@]}" "${RUNNER_ARGS[@]}" \
+            --answers-file "$ANSWERS_DIR/${n}_$i.jsonl" --num-chunks "$n" --chunk-idx "$i" \
+            "$@" >> "$log" 2>&1 &
+        pids+=($!)
+        df_say "shard $i/$n: pid $!, ${device:+GPU }${device:-CPU}, log $log"
+    done
+
+    # Wait on every shard, each by its PID, so a dead shard is never hidden behind a live one.
+    local failed=() status
+    for ((i = 0; i < n; i++)); do
+        status=0
+        wait "${pids[$i]}" || status=$?
+        ((status == 0)) || failed+=("$i:$status")
+    done
+    trap - INT TERM
+    if ((${#failed[@]})); then
+        {
+            echo "$DF_PROG: ${#failed[@]} of $n shard(s) failed:"
+            local f
+            for f in "${failed[@]}"; do
+                i=${f%%:*}
+                echo "  shard $i/$n (pid ${pids[$i]}): $(df_describe_status "${f#*:}"); log: $LOG_DIR/${n}_$i.log"
+                tail -n 5 "$LOG_DIR/${n}_$i.log" | sed 's/^/    | /'
+            done
+            echo "$DF_PROG: rerun the same command to resume (answered questions are skipped)"
+        } >&2
+        exit 1
+    fi
+    df_merge_and_score "$n"
+}
+
+# ---------------------------------------------------------------------------------------------
+# slurm_eval_<bench>.sh CKPT [PARTITION [JOB_NAME [QUOTA_TYPE]]] [-- runner args...]
+df_eval_slurm() {
+    DF_PROG=$(basename "$0" .sh)
+    df_benchmark "$1"; shift
+    [[ ${1:-} == -h || ${1:-} == --help ]] && df_usage
+    local positional=()
+    while (($#)) && [[ $1 != -- ]]; do positional+=("$1"); shift; done
+    (($#)) && shift   # the "--"
+    ((${#positional[@]} <= 4)) || df_die "too many arguments before '--': ${positional[*]:4} (see --help)"
+    df_checkpoint "${positional[0]:-}"
+    local partition=${positional[1]:-${PARTITION:-}}
+    local job_name=${positional[2]:-${JOB_NAME:-dualfocus_$DF_BENCH}}
+    local quota_type=${positional[3]:-${QUOTA_TYPE:-}}
+
+    # Inside an allocation (sbatch, salloc) its shape is the default; else the original's 8 per node.
+    local in_job=${SLURM_JOB_ID:-}
+    local gpus=${GPUS:-${in_job:+${SLURM_NTASKS:-}}}
+    gpus=${gpus:-8}
+    local per_node=${GPUS_PER_NODE:-${in_job:+${SLURM_NTASKS_PER_NODE:-}}}
+    per_node=${per_node:-$((gpus < 8 ? gpus : 8))}
+    local cpus=${CPUS_PER_TASK:-${in_job:+${SLURM_CPUS_PER_TASK:-}}}
+    cpus=${cpus:-8}
+
+    local srun_args=()
+    if [[ -n $in_job ]]; then
+        df_say "inside job $in_job: running the tasks as a step of it"
+        [[ -n $partition ]] && df_say "note: partition '$partition' ignored inside an allocation"
+    elif [[ -n $partition ]]; then
+        srun_args+=(-p "$partition")
+    fi
+    srun_args+=(--job-name="$job_name" --gres=gpu:"$per_node" --ntasks="$gpus" --ntasks-per-node="$per_node"
+        --cpus-per-task="$cpus" --kill-on-bad-exit=1
+        --output="$LOG_DIR/task_%t.log" --open-mode=append)
+    # A site plugin's option (e.g. Shanghai AI Lab's clusters); plain Slurm rejects it.
+    [[ -n $quota_type ]] && srun_args+=(--quotatype="$quota_type")
+    # shellcheck disable=SC2206 # SRUN_ARGS is a list of options, split on spaces as in the original
+    srun_args+=(${SRUN_ARGS:-})
+
+    # Each task: its chunk (SLURM_PROCID of SLURM_NTASKS) and GPU (SLURM_LOCALID) come from the
+    # environment in the runner; only its answer file is named here, by the same variables.
+    # shellcheck disable=SC2016 # expanded by each task's bash, not here
+    local task='export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
+        echo "=== $(date "+%F %T") task $SLURM_PROCID/$SLURM_NTASKS on $(hostname -s), pid $$," \
+            "CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-}, SLURM_LOCALID=$SLURM_LOCALID"
+        exec "$@" --answers-file "$0/${SLURM_NTASKS}_${SLURM_PROCID}.jsonl"'
+    local srun_log=$LOG_DIR/srun.log status=0
+    local -; set -o pipefail   # the pipeline's status is srun's (tee's is 0)
+    df_say "srun ${srun_args[*]} -> $ANSWERS_DIR (task logs: $LOG_DIR/task_<n>.log)"
+    srun "${srun_args[@]}" bash -c "$task" "$ANSWERS_DIR" \
+        "$PYTHON" -u -m "$RUNNER" "${MODEL_ARGS[@]}" "${RUNNER_ARGS[@]}" "$@" 2>&1 | tee "$srun_log" ||
+        status=$?
+    if ((status != 0)); then
+        if ((status == 255)) && grep -q "unrecognized option.*quotatype" "$srun_log"; then
+            df_die "this cluster's srun has no --quotatype (a site plugin, not Slurm's): run again" \
+                "without QUOTA_TYPE (the 4th argument / environment variable)"
+        fi
+        {
+            echo "$DF_PROG: srun failed (exit status $status; srun's log: $srun_log)"
+            local line t how
+            # srun names each task that ended badly: "srun: error: <node>: task 1: Exited with exit
+            # code 3" (or "Killed"); the others were stopped by --kill-on-bad-exit ("Terminated").
+            while read -r line; do
+                t=$(sed -E 's/.*task ([0-9]+):.*/\1/' <<< "$line")
+                how=${line##*: }
+                if [[ $how == Terminated ]]; then
+                    echo "  task $t: stopped by --kill-on-bad-exit; log: $LOG_DIR/task_$t.log"
+                else
+                    echo "  task $t FAILED: $how; log: $LOG_DIR/task_$t.log"
+                    tail -n 5 "$LOG_DIR/task_$t.log" | sed 's/^/    | /'
+                fi
+            done < <(grep -E "^srun: error: .*: task [0-9]+: " "$srun_log")
+            echo "$DF_PROG: rerun the same command (same GPUS) to resume (answered questions are skipped)"
+        } >&2
+        exit 1
+    fi
+    df_merge_and_score "$gpus"
+}
