@@ -15,11 +15,12 @@ first labelled token whose log-probability the path does not record.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
 from dualfocus.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from dualfocus.engine.base import (
@@ -32,10 +33,48 @@ from dualfocus.engine.base import (
     pick_tokens,
 )
 from dualfocus.mm_utils import tokenizer_image_token
-from dualfocus.model.llava_llama import CACHE_KWARG
 
+# transformers renamed the layers' `past_key_values` argument to `cache` (5.2x).
+LAYER_CACHE_KWARG = "cache" if "cache" in inspect.signature(LlamaDecoderLayer.forward).parameters else "past_key_values"
 PAD = -(2**62)  # unit of an unused column
 _IMAGE_BASE = -(2**40)  # image patch units: _IMAGE_BASE - (slot * num_tokens + patch); far from -100/-200
+
+
+class KVBuffer:
+    """Per-layer K/V buffers (R, kv_heads, capacity, head_dim), written in place.
+
+    transformers' DynamicCache concatenates on every step, copying the whole cache each decode
+    step; here a forward writes its new columns into preallocated space and attention reads a
+    view. Capacity grows (one copy) only when a forward needs more than was reserved.
+    """
+
+    def __init__(self, n_layers: int, reserve: int):
+        self.keys: list[torch.Tensor | None] = [None] * n_layers
+        self.values: list[torch.Tensor | None] = [None] * n_layers
+        self.length = 0  # columns written by completed forwards
+        self.reserve = reserve  # capacity hint for the first allocation
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        """The attention layers' cache call: store the new (R, H, S, D) columns, return all so far."""
+        end = self.length + key_states.shape[2]
+        k, v = self.keys[layer_idx], self.values[layer_idx]
+        if k is None or end > k.shape[2]:
+            capacity = max(end, self.reserve) if k is None else end + 256  # 256: room for decode steps
+            k, v = _grow(k, key_states, capacity), _grow(v, value_states, capacity)
+            self.keys[layer_idx], self.values[layer_idx] = k, v
+        k[:, :, self.length : end] = key_states
+        v[:, :, self.length : end] = value_states
+        return k[:, :, :end], v[:, :, :end]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.length
+
+
+def _grow(old: torch.Tensor | None, like: torch.Tensor, capacity: int) -> torch.Tensor:
+    new = like.new_empty(like.shape[0], like.shape[1], capacity, like.shape[3])
+    if old is not None:
+        new[:, :, : old.shape[2]] = old
+    return new
 
 
 @dataclass(frozen=True)
@@ -54,6 +93,7 @@ class Segment:
     branch: int
     units: list[int]
     lps: list[float] | None = None  # known log-probabilities of the units (NaN: unknown)
+    record: int = 0  # compute the unknown log-probs of this many leading units (see _place)
 
 
 class TreeState:
@@ -65,9 +105,9 @@ class TreeState:
     decode loop never waits for the device to learn them.
     """
 
-    def __init__(self, rows: int, device: torch.device, num_image_tokens: int):
+    def __init__(self, rows: int, device: torch.device, num_image_tokens: int, n_layers: int, reserve: int):
         self.rows, self.device, self.num_image_tokens = rows, device, num_image_tokens
-        self.cache = DynamicCache()
+        self.cache = KVBuffer(n_layers, reserve)
         self.unit = torch.empty(rows, 0, dtype=torch.long, device=device)
         self.pos = torch.empty(rows, 0, dtype=torch.long, device=device)
         self.lp = torch.empty(rows, 0, dtype=torch.float32, device=device)
@@ -139,7 +179,12 @@ class FastEngine(Engine):
             for i, r in enumerate(requests):
                 key = ("group", r.group) if getattr(r, "group", None) is not None else ("own", i)
                 groups.setdefault(key, []).append(i)
-            state = TreeState(len(groups), self.device, self.model.model.vision_tower.num_tokens)
+            # Reserve the prompts, their generations and one more turn with an image (DualFocus's
+            # micro turn and its scoring), so the buffers are not copied to grow later.
+            longest = max(len(tokenizer_image_token(r.prompt, self.tokenizer)) for r in requests)
+            n_img = self.model.model.vision_tower.num_tokens
+            reserve = 3 * longest + 2 * n_img + 4 * max(r.params.max_new_tokens for r in requests) + 256
+            state = TreeState(len(groups), self.device, n_img, len(self.model.model.layers), reserve)
         self._register_images(state, requests)
         units = [self._units(state, r) for r in requests]
         if labels is not None:
@@ -162,7 +207,13 @@ class FastEngine(Engine):
                 b = state.new_branch(p.row, p.branch, cut)
                 first_lp = path_lps[cut] if cut < len(path_lps) else float("nan")
                 lps = [first_lp] + [float("nan")] * (len(u) - cut - 1)
-                plan.setdefault(p.row, []).append(Segment(b, u[cut:], lps))
+                # Log-probs cost an lm_head row each. Scoring needs all of its own; a continuation
+                # records those before its first image: a later request that replays this turn
+                # may label them (DualFocus: the box answer and its "</s>"), never the prompt after.
+                new = u[cut:]
+                record = len(new) if labels is not None else next(
+                    (k for k, t in enumerate(new) if _is_image_unit(t)), len(new))
+                plan.setdefault(p.row, []).append(Segment(b, new, lps, record))
                 leaves[i] = (p.row, b)
         else:
             for row, members in enumerate(groups.values()):
@@ -234,6 +285,7 @@ class FastEngine(Engine):
         branch_of = torch.full((R, S), -1, dtype=torch.long)
         lp = torch.full((R, S), float("nan"))
         pred = torch.full((R, S), -1, dtype=torch.long)  # the new column holding each column's path predecessor
+        want = torch.zeros(R, S, dtype=torch.bool)  # log-prob wanted if unknown
         state.vis = torch.cat([state.vis, state.vis.new_zeros(R, state.vis.shape[1], S)], 2)
         cols: dict[tuple[int, int], list[int]] = {}
         pos = torch.zeros(R, S, dtype=torch.long)
@@ -253,15 +305,16 @@ class FastEngine(Engine):
                     pred[row, s + 1 : s + n] = torch.arange(s, s + n - 1)
                     if seg.lps is not None:
                         lp[row, s : s + n] = torch.tensor(seg.lps, dtype=torch.float32)
+                    want[row, s : s + min(seg.record, n)] = True
                     state.vis[row, b, T + s : T + s + n] = True
                     state.plen[row][b] += n
                     state.tail[row][b] = T + s + n - 1
                 cols.setdefault((row, b), []).extend(range(T + s, T + s + n))
                 s += n
         dev = state.device
-        unit, branch_of, lp, pred, pos = (x.to(dev) for x in (unit, branch_of, lp, pred, pos))
+        unit, branch_of, lp, pred, pos, want = (x.to(dev) for x in (unit, branch_of, lp, pred, pos, want))
         hidden = self._forward(state, unit, branch_of, pos)
-        lp = self._record_logprobs(hidden, unit, pred, lp)
+        lp = self._record_logprobs(hidden, unit, pred, lp, want)
         state.unit = torch.cat([state.unit, unit], 1)
         state.pos = torch.cat([state.pos, pos], 1)
         state.lp = torch.cat([state.lp, lp], 1)
@@ -283,24 +336,28 @@ class FastEngine(Engine):
         dtype = embeds.dtype
         mask = torch.zeros(R, 1, S, T + S, dtype=dtype, device=state.device)
         mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
-        out = self.model.model(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=True,
-            **{CACHE_KWARG: state.cache},
-        )
-        return out.last_hidden_state  # (R, S, C)
+        llama = self.model.model
+        hidden = embeds
+        rope = llama.rotary_emb(hidden, pos)  # (cos, sin), each (R, S, head_dim)
+        for layer in llama.layers:
+            out = layer(hidden, attention_mask=mask, position_ids=pos, position_embeddings=rope,
+                        use_cache=True, **{LAYER_CACHE_KWARG: state.cache})
+            hidden = out[0] if isinstance(out, tuple) else out
+        state.cache.length += S
+        return llama.norm(hidden)  # (R, S, C)
 
     def _embed(self, state: TreeState, unit: torch.Tensor) -> torch.Tensor:
         emb = self.model.model.embed_tokens(unit.clamp(min=0))  # (R, S, C)
-        is_image = (unit <= _IMAGE_BASE) & (unit != PAD)
+        is_image = (unit <= _IMAGE_BASE) & (unit > PAD)
         if is_image.any():
             code = _IMAGE_BASE - unit[is_image]
             n = state.num_image_tokens
             emb[is_image] = state.features[code // n, code % n].to(emb.dtype)
         return emb
 
-    def _record_logprobs(self, hidden, unit, pred, lp) -> torch.Tensor:
-        """log p(unit) for new text columns whose path predecessor is also new (else keep lp)."""
-        todo = (pred >= 0) & (unit >= 0) & lp.isnan()
+    def _record_logprobs(self, hidden, unit, pred, lp, want) -> torch.Tensor:
+        """log p(unit) for wanted new text columns whose path predecessor is also new."""
+        todo = want & (pred >= 0) & (unit >= 0) & lp.isnan()
         if not todo.any():
             return lp
         r, s = todo.nonzero(as_tuple=True)
@@ -361,6 +418,10 @@ class FastEngine(Engine):
             raise RuntimeError("internal: a labelled token has no recorded log-probability")
         n = int(scored.sum())
         return Score(float(-picked.sum() / n) if n else float("nan"), n)
+
+
+def _is_image_unit(unit: int) -> bool:
+    return PAD < unit <= _IMAGE_BASE
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
