@@ -179,7 +179,11 @@ class DualFocus:
             results[i].candidates = list(decisions[i].candidates)
             results[i].losses = [scores[2 * k].loss, scores[2 * k + 1].loss]
         for i, ((q, _), res) in enumerate(zip(items, results)):
-            self._finish(res, q, decisions[i], res.losses)
+            try:
+                self._finish(res, q, decisions[i], res.losses)
+            except ValueError as e:  # a NaN loss (fp16 overflow): no choice; the macro answer stands
+                res.error = f"choose: {e}"
+                self._finish(res, q, proto.decide(q, res.macro_answer, None, cfg.selection, box_error="scoring_failed"))
         return results
 
     def _finish(self, res: FocusResult, q: FocusQuery, decision, losses=None) -> None:
