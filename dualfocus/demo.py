@@ -82,30 +82,11 @@ def score(benchmark: str, merged: Path, data: Path) -> dict:
 
 
 def score_mmbench(tsv: Path, merged: Path) -> dict:
-    """MMBench's converter (submission xlsx + local scores). Random weights write control characters
-    that openpyxl refuses in a worksheet; then the xlsx is skipped, loudly, and the scores are
-    computed with the converter's own functions."""
-    from openpyxl.utils.exceptions import IllegalCharacterError
-
+    """MMBench's converter: the submission xlsx, and local scores as the demo TSV has answers."""
     from dualfocus.eval import convert_mmbench_for_submission as mmb
 
-    try:
-        return mmb.main(["--annotation-file", str(tsv), "--result-dir", str(merged.parent),
-                         "--upload-dir", str(merged.parent / "upload"), "--experiment", merged.stem])
-    except IllegalCharacterError as e:
-        print(f"NOTE: the MMBench submission xlsx was not written: an answer holds a character a worksheet "
-              f"cannot hold ({str(e)[:60]!r}...); scoring without it", flush=True)
-    import pandas as pd
-
-    from dualfocus.eval.scoring_common import write_json_atomic
-
-    (merged.parent / "upload" / f"{merged.stem}.xlsx").unlink(missing_ok=True)  # half-written by openpyxl
-    predictions, errors = mmb.load_predictions(str(merged))
-    result = {"benchmark": "mmbench", "xlsx_written": False, **mmb.score(pd.read_table(tsv), predictions),
-              "n_errors": errors}
-    print(mmb.report(result))
-    write_json_atomic(str(merged.parent / f"{merged.stem}_score.json"), result)
-    return result
+    return mmb.main(["--annotation-file", str(tsv), "--result-dir", str(merged.parent),
+                     "--upload-dir", str(merged.parent / "upload"), "--experiment", merged.stem])
 
 
 def _short(text, width: int = 36) -> str:

@@ -290,9 +290,7 @@ DEMO_SCORES = {"seed": "seed_bench", "mmbench": "mmbench", "gqa": "gqa", "textvq
 @pytest.mark.slow
 @pytest.mark.parametrize("bench", [
     "seed",
-    pytest.param("mmbench", marks=pytest.mark.xfail(
-        reason="convert_mmbench_for_submission: openpyxl IllegalCharacterError when an answer holds control "
-               "characters (the tiny random model writes some)", strict=False)),
+    "mmbench",
     "gqa",
     "textvqa",
 ])

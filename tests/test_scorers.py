@@ -373,3 +373,16 @@ def test_write_jsonl_atomic_keeps_old_file_on_failure(tmp_path):
         merge.write_jsonl_atomic(str(out), bad())
     assert [r["question_id"] for r in merge.read_answers(str(out))] == [1]
     assert os.listdir(tmp_path) == ["m.jsonl"]
+
+
+def test_mmbench_xlsx_drops_control_characters(tmp_path):
+    """A model can write control characters; xlsx cannot hold them (openpyxl raises). They are dropped."""
+    import pandas as pd
+
+    from dualfocus.eval.convert_mmbench_for_submission import submission_frame
+
+    df = pd.DataFrame({"index": [0, 1], "question": ["q0", "q1"], "A": ["a", "a"], "B": ["b", "b"]})
+    frame = submission_frame(df, {"0": "A\x0b\x01", "1": "B"})
+    out = tmp_path / "x.xlsx"
+    frame.to_excel(out, index=False, engine="openpyxl")
+    assert pd.read_excel(out)["prediction"].tolist() == ["A", "B"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 
 import pandas as pd
@@ -88,11 +89,19 @@ def load_predictions(path: str) -> tuple[dict[str, str], int]:
     return predictions, errors
 
 
+# Characters an xlsx cell cannot hold (openpyxl raises IllegalCharacterError on them).
+_XLSX_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
 def submission_frame(df: pd.DataFrame, predictions: dict[str, str]) -> pd.DataFrame:
-    """The TSV minus hint/category/source/image/comment/l2-category, with `prediction` after D."""
+    """The TSV minus hint/category/source/image/comment/l2-category, with `prediction` after D.
+
+    Control characters (a model can write them) are removed from predictions: xlsx cannot hold them.
+    """
     out = df.drop(columns=[c for c in DROPPED_COLUMNS if c in df.columns])
     anchor = max((out.columns.get_loc(c) for c in OPTION_LETTERS if c in out.columns), default=len(out.columns) - 1)
-    out.insert(anchor + 1, "prediction", [predictions.get(qid_key(i)) for i in df["index"]])
+    preds = [predictions.get(qid_key(i)) for i in df["index"]]
+    out.insert(anchor + 1, "prediction", [_XLSX_ILLEGAL.sub("", p) if isinstance(p, str) else p for p in preds])
     return out
 
 
