@@ -107,3 +107,31 @@ def test_built_records_train_one_step(regions, tmp_path, tiny_checkpoint):
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h] + [trainer.state.log_history[-1]["train_loss"]]
     assert trainer.state.global_step == 1 and all(np.isfinite(losses))
     assert (tmp_path / "out" / "config.json").is_file() and (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_projector_only_training_saves_mm_projector_bin(regions, tmp_path, tiny_checkpoint):
+    """--tune_mm_mlp_adapter: only the projector changes; mm_projector.bin loads onto the base."""
+    from dualfocus.model.builder import load_pretrained_model
+    from dualfocus.train.train import train
+
+    path, images = regions
+    data = tmp_path / "train.json"
+    assert main(["--input", str(path), "--output", str(data), "--image-folder", str(images)]) == 0
+    out = tmp_path / "proj"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(["--model_name_or_path", str(tiny_checkpoint), "--data_path", str(data), "--image_folder", str(images),
+               "--output_dir", str(out), "--max_steps", "2", "--learning_rate", "1e-2", "--tune_mm_mlp_adapter", "True",
+               "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True"])
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(p.name for p in out.iterdir() if p.suffix in (".bin", ".json") and p.name != "trainer_state.json") == [
+        "config.json", "mm_projector.bin", "training_args.bin"]
+    saved = torch.load(out / "mm_projector.bin", weights_only=True)
+    assert set(saved) == {f"model.mm_projector.{i}.{w}" for i in (0, 2) for w in ("weight", "bias")}
+    _, base, _, _ = load_pretrained_model(str(tiny_checkpoint), device="cpu")
+    _, model, _, _ = load_pretrained_model(str(out), str(tiny_checkpoint), device="cpu")
+    torch.testing.assert_close(model.model.layers[0].mlp.up_proj.weight, base.model.layers[0].mlp.up_proj.weight)
+    assert not torch.equal(model.model.mm_projector[0].weight, base.model.mm_projector[0].weight)
+    torch.testing.assert_close(model.model.mm_projector[0].weight, saved["model.mm_projector.0.weight"])

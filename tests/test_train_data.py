@@ -265,3 +265,10 @@ def test_llava_argument_names_parse():
     assert t.warmup_steps == 0.03 and t.eval_strategy == "no"
     assert (m.version, m.mm_vision_select_layer, t.lora_r, t.mm_projector_lr, d.round2_only) == ("v1", -2, 128, 2e-5, True)
     assert t.group_by_modality_length and t.gradient_checkpointing and not t.remove_unused_columns
+
+
+def test_qlora_without_bitsandbytes_or_cuda_is_a_clear_error():
+    from dualfocus.train.train import build
+
+    with pytest.raises((ImportError, RuntimeError), match="QLoRA.*(bitsandbytes|CUDA)"):
+        build(*parse_args(BASE + ["--bits", "4", "--lora_enable", "True"]))
