@@ -272,3 +272,33 @@ def test_qlora_without_bitsandbytes_or_cuda_is_a_clear_error():
 
     with pytest.raises((ImportError, RuntimeError), match="QLoRA.*(bitsandbytes|CUDA)"):
         build(*parse_args(BASE + ["--bits", "4", "--lora_enable", "True"]))
+
+
+def test_plain_llama_with_vision_tower_and_pretrained_projector(tiny_checkpoint, tmp_path):
+    """LLaVA's other starting point: Llama weights + --vision_tower + --pretrain_mm_mlp_adapter
+    assemble exactly the model the full checkpoint holds."""
+    from dualfocus.model.builder import load_pretrained_model
+    from dualfocus.model.checkpoint_io import load_state_dict, save_state_dict, weight_files
+    from dualfocus.train.model import load_model
+
+    cfg = json.loads((tiny_checkpoint / "config.json").read_text())
+    state = load_state_dict(weight_files(tiny_checkpoint))
+    llm = tmp_path / "llm"
+    save_state_dict({k: v for k, v in state.items() if "mm_projector" not in k}, llm)
+    plain = {k: v for k, v in cfg.items() if not k.startswith(("mm_", "use_mm", "tokenizer_", "image_"))}
+    (llm / "config.json").write_text(json.dumps({**plain, "model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    for f in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+        (llm / f).write_bytes((tiny_checkpoint / f).read_bytes())
+    torch.save({k: v for k, v in state.items() if "mm_projector" in k}, tmp_path / "mm_projector.bin")
+    m, _, t = parse_args(["--model_name_or_path", str(llm), "--vision_tower", cfg["mm_vision_tower"],
+                          "--pretrain_mm_mlp_adapter", str(tmp_path / "mm_projector.bin"), "--data_path", "d",
+                          "--output_dir", str(tmp_path / "out")])
+    model, tokenizer, proc = load_model(m, t, torch.float32)
+    _, reference, _, _ = load_pretrained_model(str(tiny_checkpoint), device="cpu")
+    ours, theirs = model.state_dict(), reference.state_dict()
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        torch.testing.assert_close(ours[key], theirs[key], msg=key)
+    with pytest.raises(ValueError, match="plain language model.*--vision_tower"):
+        load_model(parse_args(["--model_name_or_path", str(llm), "--data_path", "d", "--output_dir", "o"])[0], t,
+                   torch.float32)
