@@ -181,9 +181,12 @@ class FastEngine(Engine):
                 groups.setdefault(key, []).append(i)
             # Reserve the prompts, their generations and one more turn with an image (DualFocus's
             # micro turn and its scoring), so the buffers are not copied to grow later.
-            longest = max(len(tokenizer_image_token(r.prompt, self.tokenizer)) for r in requests)
+            # (scoring requests have input_ids and no params)
+            longest = max(len(r.input_ids) if isinstance(r, ScoringRequest)
+                          else len(tokenizer_image_token(r.prompt, self.tokenizer)) for r in requests)
             n_img = self.model.model.vision_tower.num_tokens
-            reserve = 3 * longest + 2 * n_img + 4 * max(r.params.max_new_tokens for r in requests) + 256
+            new_tokens = max(0 if isinstance(r, ScoringRequest) else r.params.max_new_tokens for r in requests)
+            reserve = 3 * longest + 2 * n_img + 4 * new_tokens + 256
             state = TreeState(len(groups), self.device, n_img, len(self.model.model.layers), reserve)
         self._register_images(state, requests)
         units = [self._units(state, r) for r in requests]
