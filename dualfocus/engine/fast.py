@@ -16,6 +16,7 @@ first labelled token whose log-probability the path does not record.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,6 +37,7 @@ from dualfocus.mm_utils import tokenizer_image_token
 
 # transformers renamed the layers' `past_key_values` argument to `cache` (5.2x).
 LAYER_CACHE_KWARG = "cache" if "cache" in inspect.signature(LlamaDecoderLayer.forward).parameters else "past_key_values"
+log = logging.getLogger(__name__)
 PAD = -(2**62)  # unit of an unused column
 _IMAGE_BASE = -(2**40)  # image patch units: _IMAGE_BASE - (slot * num_tokens + patch); far from -100/-200
 
@@ -161,7 +163,16 @@ class FastEngine(Engine):
             return []
         labels = [self._label_units(r) for r in requests]
         state, leaves, _, _ = self._place(requests, labels)
-        return [self._score(state, leaf, lab) for leaf, lab in zip(leaves, labels)]
+        scores = [self._score(state, leaf, lab) for leaf, lab in zip(leaves, labels)]
+        missing = [i for i, sc in enumerate(scores) if sc is None]
+        if missing:  # never expected: say so, and compute those without reuse (exact either way)
+            log.warning("fast engine: %d scoring request(s) lacked a recorded log-prob; recomputed without "
+                        "reuse", len(missing))
+            fresh = [ScoringRequest(requests[i].input_ids, requests[i].labels, requests[i].images) for i in missing]
+            state, leaves, _, _ = self._place(fresh, [labels[i] for i in missing])
+            for i, leaf in zip(missing, leaves):
+                scores[i] = self._score(state, leaf, labels[i], computed_here=True)
+        return scores
 
     # -- placing requests in rows ---------------------------------------------------------------
     def _place(self, requests, labels):
@@ -179,14 +190,12 @@ class FastEngine(Engine):
             for i, r in enumerate(requests):
                 key = ("group", r.group) if getattr(r, "group", None) is not None else ("own", i)
                 groups.setdefault(key, []).append(i)
-            # Reserve the prompts, their generations and one more turn with an image (DualFocus's
-            # micro turn and its scoring), so the buffers are not copied to grow later.
-            # (scoring requests have input_ids and no params)
-            longest = max(len(r.input_ids) if isinstance(r, ScoringRequest)
-                          else len(tokenizer_image_token(r.prompt, self.tokenizer)) for r in requests)
+            # Reserve these prompts and their generations, then one more turn with an image and its
+            # generation (DualFocus's micro turn) and a little scoring: growing later copies the cache.
             n_img = self.model.model.vision_tower.num_tokens
-            new_tokens = max(0 if isinstance(r, ScoringRequest) else r.params.max_new_tokens for r in requests)
-            reserve = 3 * longest + 2 * n_img + 4 * new_tokens + 256
+            longest = max(len(tokenizer_image_token(r.prompt, self.tokenizer)) for r in requests)
+            new_tokens = max(len(r.params.forced) if r.params.forced else r.params.max_new_tokens for r in requests)
+            reserve = 2 * (longest + n_img) + 3 * new_tokens + 64
             state = TreeState(len(groups), self.device, n_img, len(self.model.model.layers), reserve)
         self._register_images(state, requests)
         units = [self._units(state, r) for r in requests]
@@ -219,12 +228,14 @@ class FastEngine(Engine):
                 plan.setdefault(p.row, []).append(Segment(b, new, lps, record))
                 leaves[i] = (p.row, b)
         else:
+            everything = labels is not None  # scoring: every log-prob may be labelled
             for row, members in enumerate(groups.values()):
                 trunk_len = max(_common_prefix_all([units[i] for i in members]) - 1, 0)
                 trunk = state.new_branch(row)
-                segs = [Segment(trunk, units[members[0]][:trunk_len])]
+                segs = [Segment(trunk, units[members[0]][:trunk_len], record=trunk_len if everything else 0)]
                 for i in members:
-                    segs.append(Segment(-1 - trunk, units[i][trunk_len:]))  # child of trunk, made in _extend
+                    rest = units[i][trunk_len:]  # a child of the trunk, made in _extend
+                    segs.append(Segment(-1 - trunk, rest, record=len(rest) if everything else 0))
                     leaves[i] = (row, len(segs) - 1)  # provisional: segment index
                 plan[row] = segs
         hidden, cols = self._extend(state, plan)
@@ -408,7 +419,12 @@ class FastEngine(Engine):
         return tokens
 
     # -- scoring --------------------------------------------------------------------------------
-    def _score(self, state: TreeState, leaf, labels: list[int]) -> Score:
+    def _score(self, state: TreeState, leaf, labels: list[int], computed_here: bool = False) -> Score | None:
+        """Mean NLL of the labelled units; None when a reused column lacks its log-prob.
+
+        `computed_here`: every log-prob was computed in this request's own forward, so a NaN is the
+        model's (e.g. fp16 overflow) and is returned as the loss.
+        """
         row, b = leaf
         path = state.path(row, b)
         lps = state.lp[row, path]  # (n,) aligned with units of this request
@@ -417,8 +433,11 @@ class FastEngine(Engine):
         lab = torch.tensor(labels, device=state.device)
         scored = lab[1:] != IGNORE_INDEX  # LLaVA shifts: label j is predicted from position j-1
         picked = lps[1:][scored]
-        if picked.isnan().any():
-            raise RuntimeError("internal: a labelled token has no recorded log-probability")
+        if picked.isnan().any() and not computed_here:
+            bad = (lps[1:].isnan() & scored).nonzero().flatten()[:5] + 1
+            log.warning("row %d branch %d: labelled units %s (columns %s) have no log-prob", row, b,
+                        bad.tolist(), path[bad].tolist())
+            return None
         n = int(scored.sum())
         return Score(float(-picked.sum() / n) if n else float("nan"), n)
 

@@ -1,0 +1,186 @@
+"""Questions per second: reference vs fast engine, and DualFocus vs a plain LLaVA answer.
+
+    python benchmarks/bench_pipeline.py --preset cpu-small            # CPU, small config
+    python benchmarks/bench_pipeline.py --preset 7b --device cuda     # real 7B shapes, random fp16
+
+Random weights, forced output lengths (macro / box / micro texts fixed, so every question takes
+every path: box parsed, micro pass, both answers valid and different -> two candidates scored).
+Prints a table; `--json` writes the numbers too. Timings, never tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dualfocus.engine.fast import FastEngine  # noqa: E402
+from dualfocus.engine.reference import ReferenceEngine  # noqa: E402
+from dualfocus.focus.pipeline import DualFocus, FocusConfig  # noqa: E402
+from dualfocus.focus.protocols import get_protocol  # noqa: E402
+from dualfocus.model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM  # noqa: E402
+from dualfocus.tiny.checkpoint import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # noqa: E402
+from dualfocus.tiny.tokenizer import load_tokenizer, train_llama_tokenizer  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Shape:
+    vision_hidden: int
+    vision_layers: int
+    vision_heads: int
+    vision_mlp: int
+    hidden: int
+    layers: int
+    heads: int
+    mlp: int
+    vocab: int = 32000
+    image_size: int = 336
+
+
+PRESETS = {
+    "cpu-small": Shape(256, 4, 4, 1024, 512, 4, 8, 1376),
+    "7b": Shape(1024, 24, 16, 4096, 4096, 32, 32, 11008),  # CLIP ViT-L/14-336 + Vicuna-7B
+    "13b": Shape(1024, 24, 16, 4096, 5120, 40, 40, 13824),  # CLIP ViT-L/14-336 + Vicuna-13B
+}
+FORCED = (("macro", "A. red"), ("box", "[0.25, 0.30, 0.75, 0.80]"), ("micro", "B. blue"))
+
+
+def build_model(shape: Shape, device: str, dtype: torch.dtype) -> LlavaLlamaForCausalLM:
+    vision = dict(hidden_size=shape.vision_hidden, intermediate_size=shape.vision_mlp,
+                  num_hidden_layers=shape.vision_layers, num_attention_heads=shape.vision_heads,
+                  image_size=shape.image_size, patch_size=14, hidden_act="quick_gelu", projection_dim=768)
+    config = LlavaLlamaConfig(
+        vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.mlp,
+        num_hidden_layers=shape.layers, num_attention_heads=shape.heads, num_key_value_heads=shape.heads,
+        max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=False,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, mm_vision_config=vision,
+        mm_hidden_size=shape.vision_hidden, mm_projector_type="mlp2x_gelu", mm_vision_select_layer=-2,
+        image_aspect_ratio="pad",
+    )
+    with torch.device(device):
+        model = LlavaLlamaForCausalLM(config)
+    gen = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2:
+                p.normal_(0.0, 0.02, generator=gen)
+            elif "norm" in name:
+                p.fill_(1.0)
+            else:
+                p.zero_()
+    return model.to(dtype).eval()
+
+
+def image_processor(size: int):
+    from transformers import CLIPImageProcessor
+
+    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                              image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD)
+
+
+def questions(n: int, seed: int = 0):
+    proto = get_protocol("seed")
+    rng = np.random.default_rng(seed)
+    words = "red blue green sign shape left right top bottom small large text written colour".split()
+    items = []
+    for i in range(n):
+        w, h = int(rng.integers(400, 900)), int(rng.integers(400, 900))
+        image = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        q = "What is " + " ".join(rng.choice(words, int(rng.integers(4, 14)))) + "?"
+        text = f"{q}\nA. red\nB. blue\nC. green\nD. yellow\nAnswer with the option's letter from the given choices directly."
+        items.append((proto.from_record({"question_id": i, "text": text}), image))
+    return proto, items
+
+
+def timed(runner, items, batch: int, device: str) -> tuple[float, float, list]:
+    """Seconds per question over `items` in batches, and peak GPU memory (GB)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    results = []
+    for i in range(0, len(items), batch):
+        results += runner.run(items[i : i + batch])
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() / 1e9 if device.startswith("cuda") else float("nan")
+    return (time.perf_counter() - t0) / len(items), peak, results
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu-small")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=None, help="default: fp16 on cuda, fp32 on cpu")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--batches", type=int, default=2, help="timed batches per batch size (fast engine)")
+    ap.add_argument("--reference-questions", type=int, default=4)
+    ap.add_argument("--check", action="store_true", help="first check fast == reference on a few questions")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
+        args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")]
+    shape = PRESETS[args.preset]
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = load_tokenizer(train_llama_tokenizer(Path(tmp) / "tok"))
+    t0 = time.perf_counter()
+    model = build_model(shape, args.device, dtype)
+    build_s = time.perf_counter() - t0
+    processor = image_processor(shape.image_size)
+    cfg = FocusConfig(forced_outputs=FORCED)
+    engines = {"fast": FastEngine(model, tokenizer, processor), "reference": ReferenceEngine(model, tokenizer, processor)}
+    proto, items = questions(max(args.batch_sizes) * args.batches + 8)
+    df = {k: DualFocus(e, proto, cfg) for k, e in engines.items()}
+    plain = DualFocus(engines["fast"], proto, FocusConfig(mode="macro", forced_outputs=FORCED))
+    lengths = {name: len(df["fast"]._params[name].forced) for name, _ in FORCED}
+
+    if args.check:
+        a = df["fast"].run(items[:4])
+        b = df["reference"].run(items[:4])
+        same = [(x.text, x.choice, x.crop) == (y.text, y.choice, y.crop) for x, y in zip(a, b)]
+        dl = max(abs(u - v) for x, y in zip(a, b) for u, v in zip(x.losses, y.losses))
+        print(f"check fast == reference on 4 questions: answers {all(same)}, max loss diff {dl:.2e}, "
+              f"choices {[x.choice for x in a]}")
+
+    timed(df["fast"], items[:2], 2, args.device)  # warm-up
+    ref_s, ref_peak, ref_res = timed(df["reference"], items[: args.reference_questions], 1, args.device)
+    rows = []
+    for bs in args.batch_sizes:
+        n = bs * args.batches
+        timed(df["fast"], items[:bs], bs, args.device)  # warm-up at this shape
+        fast_s, fast_peak, res = timed(df["fast"], items[:n], bs, args.device)
+        plain_s, plain_peak, _ = timed(plain, items[:n], bs, args.device)
+        assert all(r.candidates for r in res), "forced outputs should reach candidate scoring"
+        rows.append(dict(batch=bs, questions=n, reference_qps=1 / ref_s, fast_qps=1 / fast_s,
+                         plain_qps=1 / plain_s, speedup=ref_s / fast_s, df_over_plain=fast_s / plain_s,
+                         fast_peak_gb=fast_peak, plain_peak_gb=plain_peak))
+    dev_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    print(f"\nDualFocus pipeline, preset {args.preset} ({shape}), {dtype}, device {dev_name}, "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}; model built in {build_s:.1f}s")
+    print(f"forced tokens per pass (incl. EOS): {lengths}; reference: one question at a time, "
+          f"{args.reference_questions} questions, peak {ref_peak:.1f} GB")
+    head = f"{'batch':>5} | {'reference q/s':>13} | {'fast q/s':>9} | {'plain LLaVA q/s':>15} | {'fast/ref':>8} | {'DF/plain cost':>13} | {'peak GB (DF)':>12}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['batch']:>5} | {r['reference_qps']:>13.3f} | {r['fast_qps']:>9.3f} | {r['plain_qps']:>15.3f} | "
+              f"{r['speedup']:>7.1f}x | {r['df_over_plain']:>12.2f}x | {r['fast_peak_gb']:>12.1f}")
+    if args.json:
+        args.json.write_text(json.dumps(dict(preset=args.preset, dtype=str(dtype), device=dev_name, rows=rows,
+                                             forced_tokens=lengths), indent=2))
+
+
+if __name__ == "__main__":
+    main()
