@@ -193,8 +193,8 @@ class FastEngine(Engine):
             # Reserve these prompts and their generations, then one more turn with an image and its
             # generation (DualFocus's micro turn) and a little scoring: growing later copies the cache.
             n_img = self.model.model.vision_tower.num_tokens
-            longest = max(len(tokenizer_image_token(r.prompt, self.tokenizer)) for r in requests)
-            new_tokens = max(len(r.params.forced) if r.params.forced else r.params.max_new_tokens for r in requests)
+            longest = max(len(self._ids(r)) for r in requests)
+            new_tokens = max(_new_tokens(r) for r in requests)
             reserve = 2 * (longest + n_img) + 3 * new_tokens + 64
             state = TreeState(len(groups), self.device, n_img, len(self.model.model.layers), reserve)
         self._register_images(state, requests)
@@ -261,9 +261,13 @@ class FastEngine(Engine):
         feats = torch.cat(feats)  # (n_new, num_tokens, C)
         state.features = feats if state.features is None else torch.cat([state.features, feats])
 
+    def _ids(self, req) -> list[int]:
+        """Token ids with one IMAGE_TOKEN_INDEX per image."""
+        return list(req.input_ids) if isinstance(req, ScoringRequest) else tokenizer_image_token(req.prompt, self.tokenizer)
+
     def _units(self, state: TreeState, req) -> list[int]:
         """Token ids with each image marker expanded to that image's patch units."""
-        ids = list(req.input_ids) if isinstance(req, ScoringRequest) else tokenizer_image_token(req.prompt, self.tokenizer)
+        ids = self._ids(req)
         n_markers = sum(1 for t in ids if t == IMAGE_TOKEN_INDEX)
         if n_markers != len(req.images):
             raise ValueError(f"prompt has {n_markers} <image> markers but {len(req.images)} images were given")
@@ -440,6 +444,14 @@ class FastEngine(Engine):
             return None
         n = int(scored.sum())
         return Score(float(-picked.sum() / n) if n else float("nan"), n)
+
+
+def _new_tokens(req) -> int:
+    """Most tokens a request can generate (scoring requests: none)."""
+    params = getattr(req, "params", None)
+    if params is None:
+        return 0
+    return len(params.forced) if params.forced else params.max_new_tokens
 
 
 def _is_image_unit(unit: int) -> bool:
