@@ -1,0 +1,132 @@
+"""Ask one question about one image with DualFocus, from the terminal, and see each step.
+
+    python -m dualfocus.serve.cli --model-path CKPT --image photo.jpg \\
+        --question "What color is the car?" --options red green blue yellow --save-vis focus.png
+
+Prints the macro answer, the box the model wrote, the parsed box, the crop in pixels, the micro
+answer, the candidate losses when the two answers had to be scored, and the choice. With
+--save-vis it also saves a picture: the image with the box and the crop region drawn, the crop
+beside it, the answers and the choice below (`dualfocus.serve.visualize`).
+
+With --options the question is multiple choice, asked as SEED-Bench asks it (options "A. red",
+..., then "Answer with the option's letter from the given choices directly."); without, as a
+free-form question (protocol "vqa"; "textvqa" for a TextVQA-style question text with its OCR
+line). Prompts, parsing and the choice are the benchmarks' (`dualfocus.focus.protocols`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from dualfocus.focus.pipeline import MODES, FocusConfig, FocusResult
+from dualfocus.focus.protocols import OPTION_INSTRUCTION, SELECTIONS, FocusQuery, get_protocol
+
+PROTOCOLS = ("seed", "gqa", "textvqa", "vqa")  # mmbench reads TSV rows with base64 images: use the runner
+MULTIPLE_CHOICE = ("seed", "gqa")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m dualfocus.serve.cli", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-path", required=True, help="checkpoint directory (original LLaVA layout or llava-hf)")
+    p.add_argument("--model-base", default=None, help="base model for LoRA / projector-only checkpoints")
+    p.add_argument("--image", required=True, help="image file")
+    p.add_argument("--question", required=True, help="the question (newlines allowed)")
+    p.add_argument("--options", nargs="+", default=None, metavar="OPTION",
+                   help="answer options, in order (they get the letters A, B, C, ...)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default=None,
+                   help="whose prompts to use (default: seed with --options, else vqa)")
+    p.add_argument("--conv-mode", default="vicuna_v1", help="conversation template (the released scripts: vicuna_v1)")
+    p.add_argument("--engine", choices=("fast", "reference"), default="fast")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda when available)")
+    p.add_argument("--mode", choices=MODES, default="dualfocus", help="macro: plain LLaVA, one pass")
+    p.add_argument("--selection", choices=SELECTIONS, default="original")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy, as the released evaluation")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--save-vis", default=None, metavar="PNG", help="save a picture of the focus here")
+    return p
+
+
+def make_query(question: str, options: Sequence[str] | None, protocol: str) -> FocusQuery:
+    """The benchmark record this question would be, read by that benchmark's protocol."""
+    if protocol in MULTIPLE_CHOICE:
+        if not options:
+            raise ValueError(f"protocol {protocol!r} is multiple choice: give --options")
+        lines = "\n".join(f"{chr(ord('A') + i)}. {text}" for i, text in enumerate(options))
+        if protocol == "seed":
+            record = {"question_id": "cli", "text": f"{question}\n{lines}\n{OPTION_INSTRUCTION}"}
+        else:
+            record = {"question_id": "cli", "question": f"{question}\n{lines}"}
+    else:
+        if options:
+            raise ValueError(f"protocol {protocol!r} is free-form: --options needs --protocol seed or gqa")
+        record = {"question_id": "cli", "text": question}
+    return get_protocol(protocol).from_record(record)
+
+
+def format_steps(result: FocusResult, image_size: tuple[int, int]) -> list[str]:
+    """One line per step of the method, as printed."""
+    lines = [f"macro answer: {result.macro_answer}   (raw: {result.macro_raw!r})"]
+    if result.mode == "macro":
+        lines.append("box: - (mode macro: one pass)")
+    else:
+        lines.append(f"box text: {result.box_text!r}")
+        if result.box is None:
+            lines += [f"parsed box: unusable ({result.fallback}): the micro pass is skipped",
+                      "crop pixels: -", "micro answer: - (no micro pass)"]
+        else:
+            x1, y1, x2, y2 = result.crop
+            lines += [f"parsed box: {list(result.box)}",
+                      f"crop pixels: {list(result.crop)} ({x2 - x1}x{y2 - y1} of {image_size[0]}x{image_size[1]})",
+                      f"micro answer: {result.micro_answer}   (raw: {result.micro_raw!r})"]
+    if result.losses is not None:
+        pairs = zip(("macro", "micro"), result.candidates, result.losses)
+        lines.append("candidate losses: " + ", ".join(f"{c!r} ({who}) {x:.4f}" for who, c, x in pairs))
+    else:
+        lines.append("candidate losses: - (nothing to score)")
+    if result.error:
+        lines.append(f"error: {result.error}")
+    lines += [f"choice: {result.choice}", f"answer: {result.text}"]
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    protocol = args.protocol or ("seed" if args.options else "vqa")
+    try:
+        query = make_query(args.question, args.options, protocol)
+    except ValueError as e:
+        build_parser().error(str(e))
+
+    import torch
+
+    from dualfocus.engine.fast import FastEngine
+    from dualfocus.engine.reference import ReferenceEngine
+    from dualfocus.focus.pipeline import DualFocus
+    from dualfocus.mm_utils import load_image
+    from dualfocus.model.builder import load_pretrained_model
+
+    image = load_image(args.image)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer, model, image_processor, _ = load_pretrained_model(args.model_path, args.model_base, None,
+                                                                  device=device)
+    engine = (FastEngine if args.engine == "fast" else ReferenceEngine)(model, tokenizer, image_processor)
+    config = FocusConfig(mode=args.mode, selection=args.selection, conv_mode=args.conv_mode,
+                         temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+    result = DualFocus(engine, get_protocol(protocol), config).run([(query, image)])[0]
+
+    print(f"question: {query.text}")
+    print(f"image: {args.image} ({image.width}x{image.height})  engine: {args.engine}  protocol: {protocol}")
+    for line in format_steps(result, image.size):
+        print(line)
+    if args.save_vis:
+        from dualfocus.serve.visualize import save_visualization
+
+        print(f"picture: {save_visualization(image, result, query.text, args.save_vis)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
