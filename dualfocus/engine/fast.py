@@ -101,46 +101,41 @@ class Segment:
 class TreeState:
     """KV cache plus per-column bookkeeping for R rows of token trees.
 
-    unit (R, T): token id, image patch unit, or PAD; pos (R, T): rotary position;
-    lp (R, T): log p(unit | path before it) where known, else NaN; vis (R, NB, T): columns each
-    branch sees (its own included). Path lengths and last columns are kept on the host, so the
-    decode loop never waits for the device to learn them.
+    On the host, per row: `units` (token id, image patch unit, or PAD per column), `lps`
+    (log p(unit | path before it) where known, else NaN) and `paths` (per branch, its columns in
+    order). On the device: `vis` (R, NB, T), the columns each branch sees (its own included), for
+    the attention mask. Keeping the bookkeeping on the host means the decode loop never waits
+    for the device to learn it.
     """
 
     def __init__(self, rows: int, device: torch.device, num_image_tokens: int, n_layers: int, reserve: int):
         self.rows, self.device, self.num_image_tokens = rows, device, num_image_tokens
         self.cache = KVBuffer(n_layers, reserve)
-        self.unit = torch.empty(rows, 0, dtype=torch.long, device=device)
-        self.pos = torch.empty(rows, 0, dtype=torch.long, device=device)
-        self.lp = torch.empty(rows, 0, dtype=torch.float32, device=device)
+        self.width = 0  # columns so far
+        self.units: list[list[int]] = [[] for _ in range(rows)]
+        self.lps: list[list[float]] = [[] for _ in range(rows)]
+        self.paths: list[list[list[int]]] = [[] for _ in range(rows)]
         self.vis = torch.zeros(rows, 4, 0, dtype=torch.bool, device=device)
-        self.plen: list[list[int]] = [[] for _ in range(rows)]  # path length per branch
-        self.tail: list[list[int]] = [[] for _ in range(rows)]  # last path column per branch (-1: none)
+        self.pending_vis: list[tuple[int, int, list[int]]] = []  # (row, branch, columns) to set in vis
         self.slots: dict[int, int] = {}  # id(PIL image) -> feature slot
         self.images: list = []  # keeps the PIL objects alive, so their ids stay unique
         self.features: torch.Tensor | None = None  # (n_slots, num_tokens, C)
 
-    @property
-    def width(self) -> int:
-        return self.unit.shape[1]
-
     def new_branch(self, row: int, parent: int | None = None, cut: int = 0) -> int:
         """A branch seeing the first `cut` columns of `parent`'s path."""
-        b = len(self.plen[row])
-        if b >= self.vis.shape[1]:  # grow the branch axis
-            self.vis = torch.cat([self.vis, torch.zeros_like(self.vis)], 1)
-        self.plen[row].append(0)
-        self.tail[row].append(-1)
-        if parent is not None and cut > 0:
-            cols = self.path(row, parent)[:cut]
-            self.vis[row, b, cols] = True
-            self.plen[row][b] = cut
-            self.tail[row][b] = int(cols[-1])
-        return b
+        inherited = self.paths[row][parent][:cut] if parent is not None else []
+        self.paths[row].append(list(inherited))
+        if inherited:
+            self.pending_vis.append((row, len(self.paths[row]) - 1, inherited))
+        return len(self.paths[row]) - 1
 
-    def path(self, row: int, branch: int) -> torch.Tensor:
-        """Column indices of a branch's path, in order."""
-        return self.vis[row, branch].nonzero().flatten()
+    def path_units(self, row: int, branch: int) -> list[int]:
+        units = self.units[row]
+        return [units[c] for c in self.paths[row][branch]]
+
+    def path_lps(self, row: int, branch: int) -> list[float]:
+        lps = self.lps[row]
+        return [lps[c] for c in self.paths[row][branch]]
 
 
 class FastEngine(Engine):
@@ -210,9 +205,8 @@ class FastEngine(Engine):
         if parents[0] is not None:
             for i, (req, u) in enumerate(zip(requests, units)):
                 p = req.parent
-                path = state.path(p.row, p.branch)
-                path_lps = state.lp[p.row, path].tolist()
-                cut = _common_prefix(state.unit[p.row, path].tolist(), u)
+                path_lps = state.path_lps(p.row, p.branch)
+                cut = _common_prefix(state.path_units(p.row, p.branch), u)
                 if labels is not None:
                     cut = _first_unknown_label(labels[i], path_lps, cut)
                 cut = max(min(cut, len(u)) - 1, 0)  # feed one shared unit again: its logits are needed
@@ -295,48 +289,68 @@ class FastEngine(Engine):
         """Append each row's segments as new columns, run the model over them, record log-probs.
 
         Returns hidden states (R, S, C) of the new columns and, per (row, branch), the new
-        column indices (absolute) in order.
+        column indices (absolute) in order. Bookkeeping is built on the host, then moved in one go.
         """
         R, T = state.rows, state.width
         S = max((sum(len(s.units) for s in segs) for segs in plan.values()), default=0)
-        unit = torch.full((R, S), PAD, dtype=torch.long)
-        branch_of = torch.full((R, S), -1, dtype=torch.long)
-        lp = torch.full((R, S), float("nan"))
-        pred = torch.full((R, S), -1, dtype=torch.long)  # the new column holding each column's path predecessor
-        want = torch.zeros(R, S, dtype=torch.bool)  # log-prob wanted if unknown
-        state.vis = torch.cat([state.vis, state.vis.new_zeros(R, state.vis.shape[1], S)], 2)
+        nan = float("nan")
+        unit = [[PAD] * S for _ in range(R)]
+        branch_of = [[-1] * S for _ in range(R)]
+        pos = [[0] * S for _ in range(R)]
+        lp = [[nan] * S for _ in range(R)]
+        pred = [[-1] * S for _ in range(R)]  # the new column holding each column's path predecessor
+        want = [[False] * S for _ in range(R)]  # log-prob wanted if unknown
         cols: dict[tuple[int, int], list[int]] = {}
-        pos = torch.zeros(R, S, dtype=torch.long)
         for row, segs in plan.items():
             s = 0
             for seg in segs:
                 if seg.branch < 0:  # a new child of branch -1 - seg.branch, seeing its whole path
                     parent = -1 - seg.branch
-                    seg.branch = state.new_branch(row, parent, state.plen[row][parent])
+                    seg.branch = state.new_branch(row, parent, len(state.paths[row][parent]))
                 b, n = seg.branch, len(seg.units)
+                path = state.paths[row][b]
+                new = list(range(T + s, T + s + n))
                 if n:
-                    tail = state.tail[row][b]
-                    unit[row, s : s + n] = torch.tensor(seg.units)
-                    branch_of[row, s : s + n] = b
-                    pos[row, s : s + n] = state.plen[row][b] + torch.arange(n)
-                    pred[row, s] = tail - T if tail >= T else -1
-                    pred[row, s + 1 : s + n] = torch.arange(s, s + n - 1)
+                    unit[row][s : s + n] = seg.units
+                    branch_of[row][s : s + n] = [b] * n
+                    pos[row][s : s + n] = range(len(path), len(path) + n)
+                    pred[row][s : s + n] = [path[-1] - T if path and path[-1] >= T else -1, *range(s, s + n - 1)]
                     if seg.lps is not None:
-                        lp[row, s : s + n] = torch.tensor(seg.lps, dtype=torch.float32)
-                    want[row, s : s + min(seg.record, n)] = True
-                    state.vis[row, b, T + s : T + s + n] = True
-                    state.plen[row][b] += n
-                    state.tail[row][b] = T + s + n - 1
-                cols.setdefault((row, b), []).extend(range(T + s, T + s + n))
+                        lp[row][s : s + n] = seg.lps
+                    want[row][s : s + min(seg.record, n)] = [True] * min(seg.record, n)
+                    path.extend(new)
+                    state.pending_vis.append((row, b, new))
+                cols.setdefault((row, b), []).extend(new)
                 s += n
+        self._apply_vis(state, S)
         dev = state.device
-        unit, branch_of, lp, pred, pos, want = (x.to(dev) for x in (unit, branch_of, lp, pred, pos, want))
-        hidden = self._forward(state, unit, branch_of, pos)
-        lp = self._record_logprobs(hidden, unit, pred, lp, want)
-        state.unit = torch.cat([state.unit, unit], 1)
-        state.pos = torch.cat([state.pos, pos], 1)
-        state.lp = torch.cat([state.lp, lp], 1)
+        unit_t = torch.tensor(unit, dtype=torch.long, device=dev).view(R, S)
+        ints = torch.tensor([branch_of, pos, pred], dtype=torch.long, device=dev).view(3, R, S)
+        hidden = self._forward(state, unit_t, ints[0], ints[1])
+        if any(any(w) for w in want):
+            lp = self._record_logprobs(hidden, unit_t, ints[2], lp, want)
+        state.width += S
+        for row in range(R):
+            state.units[row].extend(unit[row])
+            state.lps[row].extend(lp[row])
         return hidden, cols
+
+    def _apply_vis(self, state: TreeState, S: int) -> None:
+        """Widen `vis` by S columns (and its branch axis as needed) and set the pending columns."""
+        nb = max(len(p) for p in state.paths)
+        grow_b = max(0, nb - state.vis.shape[1])
+        vis = state.vis
+        if grow_b or S:
+            vis = vis.new_zeros(state.rows, max(nb, vis.shape[1]), state.width + S)
+            vis[:, : state.vis.shape[1], : state.width] = state.vis
+        if state.pending_vis:
+            r = [row for row, _, c in state.pending_vis for _ in c]
+            b = [br for _, br, c in state.pending_vis for _ in c]
+            k = [col for _, _, c in state.pending_vis for col in c]
+            idx = torch.tensor([r, b, k], dtype=torch.long, device=state.device)
+            vis[idx[0], idx[1], idx[2]] = True
+            state.pending_vis = []
+        state.vis = vis
 
     def _forward(self, state: TreeState, unit, branch_of, pos) -> torch.Tensor:
         R, S = unit.shape
@@ -347,10 +361,9 @@ class FastEngine(Engine):
         allowed = state.vis[rows, branch_of.clamp(min=0)]  # (R, S, T+S)
         k = torch.arange(T + S, device=state.device)
         allowed &= k[None, None, :] <= (T + torch.arange(S, device=state.device))[None, :, None]
-        pad_query = branch_of < 0
-        if pad_query.any():  # unused columns attend to themselves only: finite, and seen by no one
-            diag = k[None, None, :] == (T + torch.arange(S, device=state.device))[None, :, None]
-            allowed = torch.where(pad_query[:, :, None], diag.expand(R, S, T + S), allowed)
+        # Unused columns attend to themselves only: finite, and seen by no one.
+        diag = k[None, None, :] == (T + torch.arange(S, device=state.device))[None, :, None]
+        allowed = torch.where((branch_of < 0)[:, :, None], diag.expand(R, S, T + S), allowed)
         dtype = embeds.dtype
         mask = torch.zeros(R, 1, S, T + S, dtype=dtype, device=state.device)
         mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
@@ -366,22 +379,23 @@ class FastEngine(Engine):
 
     def _embed(self, state: TreeState, unit: torch.Tensor) -> torch.Tensor:
         emb = self.model.model.embed_tokens(unit.clamp(min=0))  # (R, S, C)
+        if state.features is None:
+            return emb
         is_image = (unit <= _IMAGE_BASE) & (unit > PAD)
-        if is_image.any():
-            code = _IMAGE_BASE - unit[is_image]
-            n = state.num_image_tokens
-            emb[is_image] = state.features[code // n, code % n].to(emb.dtype)
-        return emb
+        code = (_IMAGE_BASE - unit).clamp(0, state.features.shape[0] * state.num_image_tokens - 1)
+        n = state.num_image_tokens
+        image_emb = state.features[code // n, code % n].to(emb.dtype)  # (R, S, C)
+        return torch.where(is_image[..., None], image_emb, emb)
 
-    def _record_logprobs(self, hidden, unit, pred, lp, want) -> torch.Tensor:
+    def _record_logprobs(self, hidden, unit, pred, lp: list[list[float]], want: list[list[bool]]):
         """log p(unit) for wanted new text columns whose path predecessor is also new."""
-        todo = want & (pred >= 0) & (unit >= 0) & lp.isnan()
-        if not todo.any():
-            return lp
+        unknown = torch.tensor(lp, device=hidden.device).isnan()
+        todo = torch.tensor(want, device=hidden.device) & (pred >= 0) & (unit >= 0) & unknown
         r, s = todo.nonzero(as_tuple=True)
         logits = self.model.lm_head(hidden[r, pred[r, s]]).float()  # (N, V)
-        lp = lp.clone()
-        lp[r, s] = torch.log_softmax(logits, -1).gather(1, unit[r, s][:, None]).squeeze(1)
+        values = torch.log_softmax(logits, -1).gather(1, unit[r, s][:, None]).squeeze(1)
+        for row, col, v in zip(r.tolist(), s.tolist(), values.tolist()):
+            lp[row][col] = v
         return lp
 
     # -- generation -----------------------------------------------------------------------------
@@ -430,20 +444,16 @@ class FastEngine(Engine):
         model's (e.g. fp16 overflow) and is returned as the loss.
         """
         row, b = leaf
-        path = state.path(row, b)
-        lps = state.lp[row, path]  # (n,) aligned with units of this request
-        if len(path) != len(labels):
-            raise RuntimeError(f"internal: path of {len(path)} units for {len(labels)} labels")
-        lab = torch.tensor(labels, device=state.device)
-        scored = lab[1:] != IGNORE_INDEX  # LLaVA shifts: label j is predicted from position j-1
-        picked = lps[1:][scored]
-        if picked.isnan().any() and not computed_here:
-            bad = (lps[1:].isnan() & scored).nonzero().flatten()[:5] + 1
-            log.warning("row %d branch %d: labelled units %s (columns %s) have no log-prob", row, b,
-                        bad.tolist(), path[bad].tolist())
+        lps = state.path_lps(row, b)  # aligned with the units of this request
+        if len(lps) != len(labels):
+            raise RuntimeError(f"internal: path of {len(lps)} units for {len(labels)} labels")
+        picked = [lps[j] for j in range(1, len(labels)) if labels[j] != IGNORE_INDEX]  # LLaVA shifts by one
+        missing = [j for j in range(1, len(labels)) if labels[j] != IGNORE_INDEX and lps[j] != lps[j]]
+        if missing and not computed_here:
+            log.warning("row %d branch %d: labelled units %s have no log-prob", row, b, missing[:5])
             return None
-        n = int(scored.sum())
-        return Score(float(-picked.sum() / n) if n else float("nan"), n)
+        n = len(picked)
+        return Score(-sum(picked) / n if n else float("nan"), n)
 
 
 def _new_tokens(req) -> int:
