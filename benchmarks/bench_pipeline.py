@@ -127,6 +127,7 @@ def main(argv=None) -> None:
     ap.add_argument("--batches", type=int, default=2, help="timed batches per batch size (fast engine)")
     ap.add_argument("--reference-questions", type=int, default=4)
     ap.add_argument("--check", action="store_true", help="first check fast == reference on a few questions")
+    ap.add_argument("--breakdown", action="store_true", help="then time the phases of one batch at the largest size")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
@@ -177,9 +178,47 @@ def main(argv=None) -> None:
     for r in rows:
         print(f"{r['batch']:>5} | {r['reference_qps']:>13.3f} | {r['fast_qps']:>9.3f} | {r['plain_qps']:>15.3f} | "
               f"{r['speedup']:>7.1f}x | {r['df_over_plain']:>12.2f}x | {r['fast_peak_gb']:>12.1f}")
+    breakdown = phase_breakdown(engines["fast"], df["fast"], items[: max(args.batch_sizes)], args.device) \
+        if args.breakdown else None
     if args.json:
         args.json.write_text(json.dumps(dict(preset=args.preset, dtype=str(dtype), device=dev_name, rows=rows,
-                                             forced_tokens=lengths), indent=2))
+                                             forced_tokens=lengths, breakdown=breakdown), indent=2))
+
+
+def phase_breakdown(engine: FastEngine, runner: DualFocus, items, device: str) -> dict:
+    """Seconds per phase for one batch (synchronising around each step, so a little slower)."""
+    totals: dict[str, float] = {}
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def timed_method(name, fn, key):
+        def wrapper(*a, **k):
+            sync()
+            t = time.perf_counter()
+            out = fn(*a, **k)
+            sync()
+            label = key(*a, **k)
+            totals[label] = totals.get(label, 0.0) + time.perf_counter() - t
+            return out
+        setattr(engine, name, wrapper)
+
+    timed_method("_register_images", engine._register_images, lambda *a, **k: "CLIP + projector")
+    timed_method("_forward", engine._forward,
+                 lambda state, unit, *a: f"prefill ({unit.shape[1]} columns)" if unit.shape[1] > 8 else "decode steps")
+    sync()
+    t0 = time.perf_counter()
+    runner.run(items)
+    sync()
+    total = time.perf_counter() - t0
+    for name in ("_register_images", "_forward"):
+        delattr(engine, name)
+    totals["other (host, lm_head, masks)"] = total - sum(totals.values())
+    print(f"\nphases of one batch of {len(items)} (fast engine, synchronised): {total:.2f} s")
+    for label, sec in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"  {label:<32} {sec:7.3f} s  {100 * sec / total:5.1f}%")
+    return totals
 
 
 if __name__ == "__main__":

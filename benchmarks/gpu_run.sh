@@ -12,5 +12,5 @@ run() {  # preset, time limit, extra args
   timeout "$limit" python benchmarks/bench_pipeline.py --preset "$preset" --device cuda \
     --json "$out/bench_$preset.json" "$@" 2>&1 | grep -v '^\[transformers\]' | tee "$out/bench_$preset.log"
 }
-run 7b "${LIMIT_7B:-330}" --batch-sizes 1 8 32 64 --batches 2 --reference-questions 3 --check
-run 13b "${LIMIT_13B:-140}" --batch-sizes 1 8 32 --batches 1 --reference-questions 2
+run 7b "${LIMIT_7B:-240}" --batch-sizes 1 8 32 64 --batches 2 --reference-questions 3 --check --breakdown
+run 13b "${LIMIT_13B:-100}" --batch-sizes 1 8 32 --batches 1 --reference-questions 2
