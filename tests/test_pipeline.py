@@ -168,6 +168,7 @@ BAD_BOXES = [
     ("[0.30, 0.30, 0.30, 0.60]", "degenerate"),
     ("[0.20, 0.30, 1.50, 0.70]", "out_of_range"),
     ("[-0.10, 0.30, 0.50, 0.70]", "out_of_range"),
+    ("[0.20, 0.30, 0.60, 0.70] <image>", "image_token_in_box_text"),  # replayed, it would be an image marker
 ]
 
 

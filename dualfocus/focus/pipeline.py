@@ -16,12 +16,14 @@ from dataclasses import asdict, dataclass, field
 from PIL import Image
 
 from dualfocus import boxes
+from dualfocus.constants import DEFAULT_IMAGE_TOKEN
 from dualfocus.conversation import SeparatorStyle, conv_templates
 from dualfocus.engine.base import Engine, GenerationRequest, SamplingParams, ScoringRequest
 from dualfocus.focus.protocols import SELECTIONS, FocusQuery, Protocol
 from dualfocus.focus.scoring import scoring_example
 
 MODES = ("dualfocus", "macro")
+IMAGE_TOKEN_IN_BOX = "image_token_in_box_text"  # fallback: the box text holds "<image>"
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,9 @@ class DualFocus:
         for i, ((_, image), res) in enumerate(zip(items, results)):
             box_gen = gens[2 * i + 1]
             res.box_text = box_gen.text
+            if DEFAULT_IMAGE_TOKEN in box_gen.text:  # replayed as history it would be an image marker
+                res.fallback = IMAGE_TOKEN_IN_BOX
+                continue
             try:
                 box = boxes.parse_box(box_gen.text)
                 region = boxes.focus_region(box, image.width, image.height, pad=cfg.pad, square=cfg.square)
