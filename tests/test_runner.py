@@ -294,3 +294,26 @@ def test_a_failed_step_with_an_answer_is_counted_not_an_error_record(tmp_path):
     first = read_answer_file(str(tmp_path / "a.jsonl"))[0]
     assert "error" not in first and first["metadata"]["error"].startswith("scoring:") and first["text"] == "A"
     assert summary["errors"] == 0 and summary["step_errors"] == 1
+
+
+def test_a_run_where_everything_fails_stops_and_keeps_its_answers(tmp_path):
+    """A wrong image folder fails every question: after max_consecutive_errors in a row the run stops
+    (the error says why and where the answers are); good answers before stay, a rerun resumes."""
+    bench = get_benchmark("seed")
+    rows = [json.loads(line) for line in SEED_Q.read_text().splitlines()]
+    out = tmp_path / "a.jsonl"
+    with pytest.raises(RuntimeError, match=r"2 questions in a row failed, the last with: image: .*a rerun resumes"):
+        run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(tmp_path / "nowhere"),
+                      batch_size=1, progress=False, max_consecutive_errors=2)
+    assert len(read_answer_file(str(out))) == 2
+    summary = run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(tmp_path / "nowhere"),
+                            batch_size=1, progress=False, max_consecutive_errors=0)
+    assert summary["errors"] == len(rows)  # 0: never stops
+
+
+def test_fewer_failures_in_a_row_than_the_limit_do_not_stop_the_run(tmp_path):
+    """The four bad inputs come last, one after another: 4 < 5, the run finishes."""
+    question_file, rows = _bad_inputs(tmp_path)
+    summary = run_benchmark(ScriptedPipeline(), get_benchmark("seed"), rows, str(tmp_path / "a.jsonl"),
+                            image_folder=str(tmp_path), batch_size=1, progress=False, max_consecutive_errors=5)
+    assert summary["errors"] == 4

@@ -283,17 +283,20 @@ def answer_batch(pipeline, items: list) -> list:
 
 def run_benchmark(pipeline, benchmark: Benchmark, rows: Sequence[dict], answers_file: str, *,
                   image_folder: str = "", model_id: str = "", batch_size: int = 8, progress: bool = True,
-                  annotations: Any = None) -> dict:
+                  annotations: Any = None, max_consecutive_errors: int = 64) -> dict:
     """Answer `rows` (one chunk of the question file) into `answers_file`; returns the summary.
 
     `pipeline` is a `DualFocus` (anything with ``run([(query, image), ...]) -> [FocusResult]`` and
     a ``config``). Questions already in the answer file are skipped (see the module docstring).
+    One bad question never stops the run; `max_consecutive_errors` failing in a row do (a wrong
+    image folder, a model that fails on everything): the answers so far are kept, and a rerun
+    resumes. 0 never stops.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     questions = [read_question(benchmark, row) for row in rows]
     started = time.perf_counter()
-    new = 0
+    new = failing = 0
     with AnswerWriter(answers_file) as writer:
         skip = Counter(writer.done)
         todo = []
@@ -331,6 +334,11 @@ def run_benchmark(pipeline, benchmark: Benchmark, rows: Sequence[dict], answers_
                 writer.write(record)
                 new += 1
                 bar.update(1)
+                failing = failing + 1 if "error" in record else 0
+            if max_consecutive_errors and failing >= max_consecutive_errors:
+                bar.close()
+                raise RuntimeError(f"{failing} questions in a row failed, the last with: {records[-1]['error']}; "
+                                   f"stopping (answers so far are in {writer.path}; a rerun resumes)")
         bar.close()
         summary = summarize(benchmark, questions, read_answer_file(writer.path), annotations)
     elapsed = time.perf_counter() - started
@@ -463,6 +471,7 @@ def run_eval(
     annotation_file: str | None = None,
     summary_file: str | None = None,
     progress: bool = True,
+    max_consecutive_errors: int = 64,
     **benchmark_options,
 ) -> dict:
     """Answer one chunk of a benchmark's question file with DualFocus, appending to the answer file.
@@ -473,7 +482,8 @@ def run_eval(
     cuda:LOCAL_RANK (modulo the visible GPUs), else cuda, else cpu; "auto" spreads one model over
     all GPUs. A rerun resumes: questions already in the answer file are skipped, a half-written
     last line is cut off. A question whose image or row is bad, or that makes the pipeline fail,
-    becomes an answer line with an "error" field and the run goes on. The summary (counts, errors,
+    becomes an answer line with an "error" field and the run goes on, unless
+    --max-consecutive-errors questions in a row fail (0: never stop). The summary (counts, errors,
     fallback rate, and with known answers the macro / micro / final / oracle accuracy read from
     the trace in each record's metadata) is printed and returned.
     """
@@ -489,7 +499,8 @@ def run_eval(
         mode=mode, selection=selection, conv_mode=conv_mode, temperature=temperature, top_p=top_p,
         num_beams=num_beams, max_new_tokens=max_new_tokens))
     summary = run_benchmark(pipeline, bench, rows, answers_file, image_folder=image_folder, model_id=model_id,
-                            batch_size=batch_size, progress=progress, annotations=annotations)
+                            batch_size=batch_size, progress=progress, annotations=annotations,
+                            max_consecutive_errors=max_consecutive_errors)
     summary.update(chunk=f"{chunk_idx}/{num_chunks}", model_id=model_id, device=pipeline.device_used,
                    mode=mode, selection=selection, engine=engine)
     print(format_summary(summary), flush=True)
@@ -568,6 +579,8 @@ def build_parser(benchmark: str | None, description: str | None = None):
     add("--annotation-file", default=None, help="gold answers for the summary's accuracies (optional)")
     add("--summary-file", default=None, help="also write the summary here as JSON")
     add("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add("--max-consecutive-errors", type=int, default=64,
+        help="stop when this many questions in a row fail (answers kept; a rerun resumes); 0: never")
     if benchmark == "mmbench":
         add("--all-rounds", action="store_true", help="ask every rotation of the options (round_id = k)")
         add("--single-pred-prompt", action=argparse.BooleanOptionalAction, default=True,
