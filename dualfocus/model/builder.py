@@ -30,7 +30,8 @@ TOWER_PREFIX = "model.vision_tower.vision_tower."
 # Keys some LLaVA checkpoints carry that no current module owns (recomputed at init).
 _IGNORED_KEYS = re.compile(r"rotary_emb\.inv_freq$|position_ids$")
 # Config keys that describe the file rather than the model.
-_META_KEYS = ("model_type", "architectures", "transformers_version", "auto_map", "_name_or_path", "torch_dtype", "dtype")
+CONFIG_META_KEYS = ("model_type", "architectures", "transformers_version", "auto_map", "_name_or_path", "torch_dtype",
+                    "dtype")
 
 
 class CheckpointError(ValueError):
@@ -143,7 +144,7 @@ def read_config(path: Path) -> dict:
 
 def llava_config(cfg: dict, checkpoint_dir: Path) -> LlavaLlamaConfig:
     """Our config from an original-layout config.json, with the vision tower's config resolved."""
-    fields = {k: v for k, v in cfg.items() if k not in _META_KEYS}
+    fields = {k: v for k, v in cfg.items() if k not in CONFIG_META_KEYS}
     if not fields.get("mm_vision_config"):
         fields["mm_vision_config"] = vision_config(fields.get("mm_vision_tower"), checkpoint_dir).to_dict()
     return LlavaLlamaConfig(**fields)
@@ -195,14 +196,7 @@ def save_original_checkpoint(
     """Write `model` in the original LLaVA layout (config.json model_type "llava")."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = model.config.to_dict()
-    for k in _META_KEYS:
-        cfg.pop(k, None)
-    cfg.update(model_type="llava", architectures=["LlavaLlamaForCausalLM"])
-    cfg.setdefault("mm_hidden_size", model.model.vision_tower.hidden_size)
-    cfg["mm_hidden_size"] = model.model.vision_tower.hidden_size
-    cfg["use_mm_proj"] = True
-    (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    (out / "config.json").write_text(json.dumps(original_config_dict(model), indent=2, sort_keys=True))
     state = {}
     for key, tensor in model.state_dict().items():
         if key.startswith(TOWER_PREFIX):
@@ -216,6 +210,16 @@ def save_original_checkpoint(
     if image_processor is not None:
         image_processor.save_pretrained(str(out))
     return out
+
+
+def original_config_dict(model: LlavaLlamaForCausalLM) -> dict:
+    """config.json of the original LLaVA layout: flat Llama fields + mm_*, model_type "llava"."""
+    cfg = model.config.to_dict()
+    for k in CONFIG_META_KEYS:
+        cfg.pop(k, None)
+    cfg.update(model_type="llava", architectures=["LlavaLlamaForCausalLM"], use_mm_proj=True,
+               mm_hidden_size=model.model.vision_tower.hidden_size, use_cache=True)
+    return cfg
 
 
 # -- layouts --------------------------------------------------------------------------------------

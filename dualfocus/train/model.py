@@ -15,14 +15,13 @@ import torch
 from accelerate import init_empty_weights
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
-from dualfocus.model.builder import load_pretrained_model, resolve_path, vision_tower_dir
+from dualfocus.model.builder import CONFIG_META_KEYS, load_pretrained_model, resolve_path, vision_tower_dir
 from dualfocus.model.checkpoint_io import load_state_dict, weight_files
 from dualfocus.model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
 from dualfocus.tiny.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
-_META_KEYS = ("model_type", "architectures", "transformers_version", "auto_map", "_name_or_path", "torch_dtype", "dtype")
 
 
 def is_llava_checkpoint(path: Path) -> bool:
@@ -84,7 +83,7 @@ def _new_llava(path: Path, model_args, attn: str):
         raise ValueError(f"{path}: model_type {cfg.get('model_type')!r}; only Llama-family LLMs are supported")
     tower_dir = vision_tower_dir(model_args.vision_tower, path)
     vision = CLIPVisionConfig.from_pretrained(str(tower_dir))
-    fields = {k: v for k, v in cfg.items() if k not in _META_KEYS}
+    fields = {k: v for k, v in cfg.items() if k not in CONFIG_META_KEYS}
     config = LlavaLlamaConfig(
         **fields, mm_vision_tower=model_args.vision_tower, mm_vision_config=vision.to_dict(),
         mm_hidden_size=vision.hidden_size, mm_projector_type=model_args.mm_projector_type,

@@ -19,14 +19,13 @@ import torch
 from torch.utils.data import Sampler
 from transformers import Trainer
 
-from dualfocus.model.builder import save_original_checkpoint
+from dualfocus.model.builder import original_config_dict, save_original_checkpoint
 from dualfocus.model.llava_llama import LlavaLlamaForCausalLM
 from dualfocus.train.lora import gathered, save_lora_checkpoint
 
 log = logging.getLogger(__name__)
 
 PROJECTOR = "mm_projector"
-_META_KEYS = ("model_type", "architectures", "transformers_version", "auto_map", "_name_or_path", "torch_dtype", "dtype")
 
 
 # -- LLaVA's length-grouped sampling ------------------------------------------------------------------
@@ -94,16 +93,6 @@ class ModalityLengthSampler(Sampler):
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------
-def original_config_dict(model) -> dict:
-    """config.json of the original LLaVA layout (as `save_original_checkpoint` writes it)."""
-    cfg = model.config.to_dict()
-    for k in _META_KEYS:
-        cfg.pop(k, None)
-    cfg.update(model_type="llava", architectures=["LlavaLlamaForCausalLM"], use_mm_proj=True,
-               mm_hidden_size=model.model.vision_tower.hidden_size, use_cache=True)
-    return cfg
-
-
 def base_llava(model):
     """The LlavaLlamaForCausalLM under peft / DeepSpeed wrappers."""
     while not isinstance(model, LlavaLlamaForCausalLM):
