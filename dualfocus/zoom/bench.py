@@ -1,0 +1,172 @@
+"""The zoom bench: questions that can only be answered by zooming in, in the real file formats.
+
+    python -m dualfocus.zoom.bench --out DIR --n-train N --n-test M --seed S [--box-jitter 3]
+
+N and M count scenes (`dualfocus.zoom.scene`); every scene gives one question per sign (3), asked
+two ways:
+
+* free form (`vqa`): "What is written on the red sign?" -> "7";
+* multiple choice (`seed`, SEED-Bench's layout): the same question, 4 options (the sign's glyph,
+  the glyphs of the scene's other signs, one more), "Answer with the option's letter from the
+  given choices directly." -> a letter.
+
+The region each question asks about (its sign) is known, so the training data is DualFocus's:
+
+    DIR/images/{train,test}_NNNNN.png       the scenes
+    DIR/regions_train.jsonl                  region-annotated questions (`build_data`'s input; the
+                                             box in pixels, with +-`box_jitter` px annotation noise)
+    DIR/train.json                           training records: free form from `build_data
+                                             --with-macro` (box turn + micro turn with `sub_area`,
+                                             and the plain macro record), multiple choice written
+                                             with the same turns and the SEED wording
+    DIR/test_vqa.jsonl, DIR/test_seed.jsonl  held-out questions as LLaVA's question files, with the
+                                             gold `answer` and the sign's exact `box` (normalized)
+    DIR/corpus.txt                           every text line of the bench (tokenizer training)
+    DIR/manifest.json                        the arguments and counts
+
+Each scene is drawn from its own generator, seeded by (seed, split, index): a seed gives the same
+files on every run and machine, and the test scenes do not depend on --n-train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dualfocus.boxes import box_to_text
+from dualfocus.constants import DEFAULT_IMAGE_TOKEN
+from dualfocus.focus.protocols import OPTION_INSTRUCTION
+from dualfocus.train.build_data import answer_turn, box_turn, build_records, rounded_box
+from dualfocus.zoom.scene import GLYPHS, IMAGE_SIZE, SIGN_COLOURS, Scene, make_scene
+
+SPLITS = {"train": 1, "test": 2}
+LETTERS = ("A", "B", "C", "D")
+QUESTION = "What is written on the {colour} sign?"
+
+
+def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, SPLITS[split], index])
+
+
+def question(colour: str) -> str:
+    return QUESTION.format(colour=colour)
+
+
+def options_for(scene: Scene, k: int, rng: np.random.Generator) -> list[str]:
+    """4 glyphs in a random order: sign k's, the other signs', then others not in the scene."""
+    mine = scene.signs[k].glyph
+    others = [s.glyph for i, s in enumerate(scene.signs) if i != k]
+    rest = [g for g in GLYPHS if g != mine and g not in others]
+    picked = [mine] + others[: len(LETTERS) - 1]
+    while len(picked) < len(LETTERS):
+        picked.append(rest.pop(int(rng.integers(0, len(rest)))))
+    return [picked[int(i)] for i in rng.permutation(len(LETTERS))]
+
+
+def mc_text(q: str, options: Sequence[str]) -> str:
+    return "\n".join([q, *(f"{letter}. {o}" for letter, o in zip(LETTERS, options)), OPTION_INSTRUCTION])
+
+
+def normalized(box: Sequence[int]) -> list[float]:
+    return [round(v / IMAGE_SIZE, 6) for v in box]
+
+
+def jittered(box: Sequence[int], rng: np.random.Generator, jitter: int) -> list[int]:
+    """Annotation noise: each side moved by up to `jitter` px (kept inside the image, never empty)."""
+    x1, y1, x2, y2 = (int(v) + int(rng.integers(-jitter, jitter + 1)) for v in box)
+    x1, y1 = max(0, x1), max(0, y1)
+    return [x1, y1, max(x1 + 1, min(IMAGE_SIZE, x2)), max(y1 + 1, min(IMAGE_SIZE, y2))]
+
+
+def mc_records(rid: str, image: str, q: str, text: str, letter: str, box_text: str) -> list[dict]:
+    """A multiple-choice question as DualFocus training records, in the turns `build_data` writes
+    and the SEED protocol asks: box turn on the bare question; the micro and macro turns on the
+    whole text (question, options, instruction); the answer a letter."""
+    sub_area = [float(v) for v in box_text.strip("[]").split(", ")]
+    return [
+        {"id": rid, "image": image, "sub_area": sub_area, "conversations": [
+            {"from": "human", "value": box_turn(q)}, {"from": "gpt", "value": box_text},
+            {"from": "human", "value": answer_turn(text)}, {"from": "gpt", "value": letter}]},
+        {"id": f"{rid}_macro", "image": image, "conversations": [
+            {"from": "human", "value": f"{DEFAULT_IMAGE_TOKEN}\n{text}"}, {"from": "gpt", "value": letter}]},
+    ]
+
+
+def corpus_lines() -> list[str]:
+    """Every line of text the bench can produce (questions, option lines, answers), for the tokenizer."""
+    lines = [question(c) for c in SIGN_COLOURS] + [OPTION_INSTRUCTION]
+    lines += [f"{letter}. {g}" for letter in LETTERS for g in GLYPHS] + list(GLYPHS) + list(LETTERS)
+    return lines
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def generate(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, box_jitter: int = 3) -> dict:
+    """Write the bench into `out` (see the module docstring); returns the manifest."""
+    root = Path(out)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    regions, mc_train, test_vqa, test_seed = [], [], [], []
+    for split, count in (("train", n_train), ("test", n_test)):
+        for index in range(count):
+            rng = scene_rng(seed, split, index)
+            scene = make_scene(rng)
+            image = f"images/{split}_{index:05d}.png"
+            scene.image.save(root / image, optimize=True)
+            for k, sign in enumerate(scene.signs):
+                qid = f"{split}_{index:05d}_{k}"
+                q = question(sign.colour)
+                options = options_for(scene, k, rng)
+                letter = LETTERS[options.index(sign.glyph)]
+                text = mc_text(q, options)
+                if split == "train":
+                    box = jittered(sign.box, rng, box_jitter) if box_jitter else list(sign.box)
+                    regions.append({"id": qid, "image": image, "question": q, "answer": sign.glyph, "box": box})
+                    written = box_to_text(rounded_box(normalized(box)))
+                    mc_train += mc_records(f"{qid}_mc", image, q, text, letter, written)
+                else:
+                    common = {"image": image, "box": normalized(sign.box), "colour": sign.colour}
+                    test_vqa.append({"question_id": qid, "text": q, **common, "answer": sign.glyph})
+                    test_seed.append({"question_id": f"{qid}_mc", "text": text, **common, "answer": letter,
+                                      "category": "zoom"})
+    records = build_records(regions, image_folder=str(root), units="pixel", with_macro=True) + mc_train
+    _write_jsonl(root / "regions_train.jsonl", regions)
+    with open(root / "train.json", "w", encoding="utf-8") as f:
+        json.dump(records, f, indent=None, ensure_ascii=False)
+    _write_jsonl(root / "test_vqa.jsonl", test_vqa)
+    _write_jsonl(root / "test_seed.jsonl", test_seed)
+    (root / "corpus.txt").write_text("\n".join(corpus_lines()) + "\n", encoding="utf-8")
+    manifest = {"seed": seed, "n_train_scenes": n_train, "n_test_scenes": n_test, "box_jitter": box_jitter,
+                "image_size": IMAGE_SIZE, "train_questions": len(regions), "train_records": len(records),
+                "test_questions_per_format": len(test_vqa)}
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dualfocus.zoom.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--n-train", type=int, required=True, help="training scenes (3 questions each)")
+    parser.add_argument("--n-test", type=int, required=True, help="held-out scenes (3 questions each)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--box-jitter", type=int, default=3, help="px of annotation noise on training boxes")
+    args = parser.parse_args(argv)
+    manifest = generate(args.out, args.n_train, args.n_test, args.seed, args.box_jitter)
+    print(json.dumps(manifest))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
