@@ -108,6 +108,10 @@ def test_full_finetune_reproduces_boxes_and_answers(tiny_checkpoint, data, tmp_p
     # the original layout: config.json (model_type llava), weights without the frozen tower
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model_type"] == "llava" and cfg["use_cache"] is True and cfg["image_aspect_ratio"] == "pad"
+    # the starting checkpoint's sentencepiece tokenizer, as released checkpoints carry it
+    for name in ("tokenizer.model", "tokenizer_config.json"):
+        assert (out / name).read_bytes() == (tiny_checkpoint / name).read_bytes(), name
+    assert not (out / "tokenizer.json").exists()
     records, results = run_pipeline(out, data)
     assert_reproduces(records, results)
     # the macro records taught the one-pass answer too: the two passes agree

@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import pathlib
+import shutil
 import sys
 
 import torch
@@ -139,7 +140,32 @@ def train(argv: list[str] | None = None):
     trainer.train(resume_from_checkpoint=True if resume else None)
     trainer.save_state()
     trainer.save_model(training_args.output_dir)
+    if training_args.local_rank in (-1, 0) and not training_args.lora_enable:
+        keep_sentencepiece_tokenizer(model_args.model_name_or_path, training_args.output_dir, len(tokenizer))
     return trainer
+
+
+SENTENCEPIECE_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def keep_sentencepiece_tokenizer(source: str, output_dir: str, vocab_size: int) -> bool:
+    """Give the output the starting checkpoint's sentencepiece tokenizer files, as released LLaVA
+    checkpoints carry them (transformers 5 saves a tokenizer as tokenizer.json alone, with its own
+    class name). Only when the source is a local folder with tokenizer.model and training added no
+    token (`--mm_use_im_patch_token`): then the files say exactly what was trained. Returns whether
+    the files were replaced."""
+    import sentencepiece as spm
+
+    src, out = pathlib.Path(source), pathlib.Path(output_dir)
+    if not (src / "tokenizer.model").is_file() or not out.is_dir():
+        return False
+    if spm.SentencePieceProcessor(model_file=str(src / "tokenizer.model")).get_piece_size() != vocab_size:
+        return False
+    for name in SENTENCEPIECE_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, out / name)
+    (out / "tokenizer.json").unlink(missing_ok=True)
+    return True
 
 
 def main() -> None:
