@@ -2,8 +2,9 @@
 
     python -m dualfocus.zoom.bench --out DIR --n-train N --n-test M --seed S [--box-jitter 3]
 
-N and M count scenes (`dualfocus.zoom.scene`); every scene gives one question per sign (3), asked
-two ways:
+N and M count scenes (`dualfocus.zoom.scene`); every scene gives one question per sign, asked two
+ways (held-out scenes have 3 signs; training scenes 1 to 3, which lets the tiny model learn to find
+a sign before it must tell three apart by colour):
 
 * free form (`vqa`): "What is written on the red sign?" -> "7";
 * multiple choice (`seed`, SEED-Bench's layout): the same question, 4 options (the sign's glyph,
@@ -43,7 +44,7 @@ from dualfocus.boxes import box_to_text
 from dualfocus.constants import DEFAULT_IMAGE_TOKEN
 from dualfocus.focus.protocols import OPTION_INSTRUCTION
 from dualfocus.train.build_data import answer_turn, box_turn, build_records, rounded_box
-from dualfocus.zoom.scene import GLYPHS, IMAGE_SIZE, SIGN_COLOURS, Scene, make_scene
+from dualfocus.zoom.scene import GLYPHS, IMAGE_SIZE, SIGN_COLOURS, SIGNS, Scene, make_scene
 
 SPLITS = {"train": 1, "test": 2}
 LETTERS = ("A", "B", "C", "D")
@@ -59,7 +60,7 @@ def question(colour: str) -> str:
 
 
 def options_for(scene: Scene, k: int, rng: np.random.Generator) -> list[str]:
-    """4 glyphs in a random order: sign k's, the other signs', then others not in the scene."""
+    """4 glyphs in a random order: sign k's, the other signs', then glyphs not in the scene."""
     mine = scene.signs[k].glyph
     others = [s.glyph for i, s in enumerate(scene.signs) if i != k]
     rest = [g for g in GLYPHS if g != mine and g not in others]
@@ -121,7 +122,7 @@ def generate(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, b
     for split, count in (("train", n_train), ("test", n_test)):
         for index in range(count):
             rng = scene_rng(seed, split, index)
-            scene = make_scene(rng)
+            scene = make_scene(rng, int(rng.integers(1, SIGNS + 1)) if split == "train" else SIGNS)
             image = f"images/{split}_{index:05d}.png"
             scene.image.save(root / image, optimize=True)
             for k, sign in enumerate(scene.signs):
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dualfocus.zoom.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--n-train", type=int, required=True, help="training scenes (3 questions each)")
+    parser.add_argument("--n-train", type=int, required=True, help="training scenes (1-3 questions each)")
     parser.add_argument("--n-test", type=int, required=True, help="held-out scenes (3 questions each)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--box-jitter", type=int, default=3, help="px of annotation noise on training boxes")

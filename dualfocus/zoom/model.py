@@ -2,7 +2,7 @@
 
     python -m dualfocus.zoom.model --bench DIR --out CKPT [--seed 0]
 
-A CLIP-style tower (112 px input, 14 px patches: 64 image tokens), LLaVA-1.5's mlp2x_gelu
+A CLIP-style tower (56 px input, 14 px patches: 16 image tokens), LLaVA-1.5's mlp2x_gelu
 projector and a small Llama, all randomly initialised (transformers' own initialisers, seeded),
 and a Llama-style sentencepiece tokenizer trained on the built-in prompt corpus plus the bench's
 text (`DIR/corpus.txt`). The checkpoint carries its tower and describes it (`mm_vision_config`
@@ -25,7 +25,7 @@ from transformers import CLIPVisionModel
 from dualfocus.tiny.checkpoint import TinySpec, clip_config, image_processor, tiny_llava
 
 SPEC = TinySpec(
-    image_size=112, patch_size=14,  # 8 x 8 = 64 image tokens; a 448 px scene is seen 4x smaller
+    image_size=56, patch_size=14,  # 4 x 4 = 16 image tokens; a 448 px scene is seen 8x smaller
     vision_hidden=96, vision_layers=4, vision_heads=4,  # select layer -2 (LLaVA-1.5): 3 layers feed the LLM
     text_hidden=128, text_layers=4, text_heads=4, text_kv_heads=4, text_intermediate=384,
     projector="mlp2x_gelu", select_layer=-2, select_feature="patch",
@@ -33,7 +33,7 @@ SPEC = TinySpec(
     max_position_embeddings=1024,
 )
 VOCAB_SIZE = 1000
-TOWER_NAME = "zoom-tiny-clip-112 (weights inside this checkpoint)"
+TOWER_NAME = "zoom-tiny-clip-56 (weights inside this checkpoint)"
 
 
 def init_checkpoint(out_dir: str | os.PathLike, corpus: str | os.PathLike | None = None, seed: int = 0,

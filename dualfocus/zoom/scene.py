@@ -1,18 +1,26 @@
 """Zoom-bench scenes: a large picture, a few coloured signs, each with a glyph too small to read
 unless one zooms in.
 
-A scene is IMAGE_SIZE x IMAGE_SIZE px (448) on a pale background, with muted distractor shapes
-(circles, triangles, rectangles, bars) and `SIGNS` (3) square signs in distinct bright colours.
-Each sign is SIGN_MIN..SIGN_MAX px (44-60) wide, with a white panel in its middle that carries
-one glyph of our own 5 x 7 pixel font, drawn at 1 px per font pixel, in black.
+A scene is IMAGE_SIZE x IMAGE_SIZE px (896) on a pale background, with muted distractor shapes
+(circles, triangles, rectangles, bars) and up to `SIGNS` (3) square signs in distinct bright
+colours. The signs hang on a 4 x 4 pegboard of 224 px cells (one cell is one patch of the tower's
+whole-image input), each SIGN_MIN..SIGN_MAX px (76-84) wide, centred in its cell give or take
+JITTER px, carrying one black glyph of our own 5 x 7 font in solid 8 px font pixels (40 x 56 px).
 
-Why this needs a zoom, by construction (tower input 112 px, `dualfocus.zoom.model`):
+Why this needs a zoom, by construction (tower input 56 px, 14 px patches: `dualfocus.zoom.model`):
 
-* whole image: 448 -> 112 px, 4x smaller. A sign stays a clear 11-15 px coloured square (where it
-  is and what colour it is can be seen), but its glyph shrinks to about 1.3 x 1.8 px with strokes
-  a quarter of a pixel wide: unreadable.
-* the crop DualFocus makes around the sign (the box squared, plus 25 px on every side:
-  94-110 px) -> 112 px: the glyph is about 6 x 8 px with 1 px strokes: readable.
+* whole image: 896 -> 56 px, 16x smaller. A sign is a 5 px coloured square (where it is and
+  which colour can be seen) with a dark 2.5 x 3.5 px smudge: a font pixel is half an input pixel,
+  the glyph is unreadable.
+* the crop DualFocus makes around the sign (the box squared, plus 25 px on every side: about
+  130 px) -> 56 px: the glyph is about 17 x 24 px, font pixels of 3.4 px: readable.
+
+For every pair of glyphs the crop's model input differs at least 40 times more than the whole
+image's (tests/test_zoom.py). The loose grid and the glyph's size are choices for the size of the
+model: a 16-token view and a 1M-parameter Llama trained for minutes on a CPU learn to read a glyph
+only when it spans several image tokens, and find "the red sign" among three when signs sit one
+per patch; the method's point (the crop reads what the whole image cannot) does not depend on
+either.
 
 Everything is drawn with integer coordinates from a seeded numpy generator (no fonts, no
 anti-aliasing), so a seed gives the same pixels on every machine.
@@ -25,13 +33,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-IMAGE_SIZE = 448
+IMAGE_SIZE = 896
 SIGNS = 3
-SIGN_MIN, SIGN_MAX = 44, 60  # sign side, px
-SIGN_GAP = 12  # px between signs (and from the border)
-PANEL_MARGIN = 3  # px of white around the glyph
-GLYPH_W, GLYPH_H = 5, 7
-GLYPH_SCALE = 1  # image px per font pixel
+CELL = 224  # px: the pegboard's cells (4 x 4), one tower patch of the whole image each
+CELLS = IMAGE_SIZE // CELL
+SIGN_MIN, SIGN_MAX = 76, 84  # sign side, px
+JITTER = 4  # px a sign may sit off its cell's centre
+GLYPH_W, GLYPH_H = 5, 7  # font pixels
+GLYPH_CELL = 8  # image px per font pixel (a solid square)
+GLYPH_PX_W, GLYPH_PX_H = GLYPH_CELL * GLYPH_W, GLYPH_CELL * GLYPH_H  # 40 x 56
 
 # The glyphs: digits and letters that are not option letters (A-D would read as a choice).
 FONT = {
@@ -67,6 +77,7 @@ DISTRACTOR_COLOURS = ((128, 128, 128), (90, 90, 100), (150, 105, 60), (200, 180,
                       (110, 80, 60), (185, 185, 195), (140, 150, 130))
 BACKGROUNDS = ((236, 232, 222), (226, 232, 236), (232, 236, 226), (240, 236, 236), (228, 228, 228))
 DISTRACTORS = (6, 11)  # how many, [low, high)
+DISTRACTOR_GAP = 6  # px between a distractor and a sign
 
 
 @dataclass(frozen=True)
@@ -82,50 +93,53 @@ class Scene:
     signs: tuple[Sign, ...]
 
 
-def draw_glyph(draw: ImageDraw.ImageDraw, glyph: str, left: int, top: int, colour=(0, 0, 0), scale: int = 1) -> None:
-    for row, line in enumerate(FONT[glyph]):
-        for col, cell in enumerate(line):
-            if cell == "#":
-                x, y = left + col * scale, top + row * scale
-                draw.rectangle((x, y, x + scale - 1, y + scale - 1), fill=colour)
+def glyph_pixels(glyph: str, cell: int = GLYPH_CELL) -> set[tuple[int, int]]:
+    """The (x, y) pixels of a glyph: each font pixel a solid `cell` x `cell` square."""
+    return {(cell * c + dx, cell * r + dy) for r, line in enumerate(FONT[glyph]) for c, ch in enumerate(line)
+            if ch == "#" for dx in range(cell) for dy in range(cell)}
+
+
+def draw_glyph(draw: ImageDraw.ImageDraw, glyph: str, left: int, top: int, colour=(0, 0, 0)) -> None:
+    for r, line in enumerate(FONT[glyph]):
+        for c, ch in enumerate(line):
+            if ch == "#":
+                x, y = left + GLYPH_CELL * c, top + GLYPH_CELL * r
+                draw.rectangle((x, y, x + GLYPH_CELL - 1, y + GLYPH_CELL - 1), fill=colour)
 
 
 def draw_sign(draw: ImageDraw.ImageDraw, sign: Sign) -> None:
-    """The coloured square, its white panel and the glyph, centred (floor) in the square."""
+    """The coloured square and its black glyph, centred (floor)."""
     x1, y1, x2, y2 = sign.box
     draw.rectangle((x1, y1, x2 - 1, y2 - 1), fill=SIGN_COLOURS[sign.colour])
-    pw, ph = GLYPH_W * GLYPH_SCALE + 2 * PANEL_MARGIN, GLYPH_H * GLYPH_SCALE + 2 * PANEL_MARGIN
-    px, py = x1 + (x2 - x1 - pw) // 2, y1 + (y2 - y1 - ph) // 2
-    draw.rectangle((px, py, px + pw - 1, py + ph - 1), fill=(255, 255, 255))
-    draw_glyph(draw, sign.glyph, px + PANEL_MARGIN, py + PANEL_MARGIN, scale=GLYPH_SCALE)
+    draw_glyph(draw, sign.glyph, x1 + (x2 - x1 - GLYPH_PX_W) // 2, y1 + (y2 - y1 - GLYPH_PX_H) // 2)
 
 
 def _overlaps(a, b, gap: int) -> bool:
     return not (a[2] + gap <= b[0] or b[2] + gap <= a[0] or a[3] + gap <= b[1] or b[3] + gap <= a[1])
 
 
-def _place_signs(rng: np.random.Generator) -> list[tuple[int, int, int, int]]:
-    placed: list[tuple[int, int, int, int]] = []
-    while len(placed) < SIGNS:
+def _place_signs(rng: np.random.Generator, count: int) -> list[tuple[int, int, int, int]]:
+    """`count` signs in distinct cells of the pegboard, each about centred in its cell."""
+    placed = []
+    for cell in rng.choice(CELLS * CELLS, size=count, replace=False):
         side = int(rng.integers(SIGN_MIN, SIGN_MAX + 1))
-        x = int(rng.integers(SIGN_GAP, IMAGE_SIZE - SIGN_GAP - side + 1))
-        y = int(rng.integers(SIGN_GAP, IMAGE_SIZE - SIGN_GAP - side + 1))
-        box = (x, y, x + side, y + side)
-        if not any(_overlaps(box, other, SIGN_GAP) for other in placed):
-            placed.append(box)
+        col, row = int(cell) % CELLS, int(cell) // CELLS
+        x = CELL * col + (CELL - side) // 2 + int(rng.integers(-JITTER, JITTER + 1))
+        y = CELL * row + (CELL - side) // 2 + int(rng.integers(-JITTER, JITTER + 1))
+        placed.append((x, y, x + side, y + side))
     return placed
 
 
 def _draw_distractor(draw: ImageDraw.ImageDraw, rng: np.random.Generator, keep_out) -> None:
-    """One muted shape that stays SIGN_GAP px away from every sign (tries until it fits)."""
+    """One muted shape that stays DISTRACTOR_GAP px away from every sign (tries until it fits)."""
     while True:
         kind = int(rng.integers(0, 4))
-        w, h = int(rng.integers(18, 80)), int(rng.integers(18, 80))
+        w, h = int(rng.integers(36, 160)), int(rng.integers(36, 160))
         if kind == 3:  # a bar
-            w, h = (int(rng.integers(60, 160)), int(rng.integers(5, 10)))[:: 1 if rng.random() < 0.5 else -1]
+            w, h = (int(rng.integers(120, 320)), int(rng.integers(10, 20)))[:: 1 if rng.random() < 0.5 else -1]
         x, y = int(rng.integers(0, IMAGE_SIZE - w)), int(rng.integers(0, IMAGE_SIZE - h))
         box = (x, y, x + w, y + h)
-        if any(_overlaps(box, k, SIGN_GAP // 2) for k in keep_out):
+        if any(_overlaps(box, k, DISTRACTOR_GAP) for k in keep_out):
             continue
         colour = DISTRACTOR_COLOURS[int(rng.integers(0, len(DISTRACTOR_COLOURS)))]
         if kind == 0:
@@ -137,11 +151,11 @@ def _draw_distractor(draw: ImageDraw.ImageDraw, rng: np.random.Generator, keep_o
         return
 
 
-def make_scene(rng: np.random.Generator) -> Scene:
-    """One scene from the generator's next draws: distractors first, then the signs on top."""
-    boxes = _place_signs(rng)
-    colours = rng.choice(len(SIGN_COLOURS), size=SIGNS, replace=False)
-    glyphs = rng.choice(len(GLYPHS), size=SIGNS, replace=False)
+def make_scene(rng: np.random.Generator, signs: int = SIGNS) -> Scene:
+    """One scene from the generator's next draws: distractors first, then `signs` signs on top."""
+    boxes = _place_signs(rng, signs)
+    colours = rng.choice(len(SIGN_COLOURS), size=signs, replace=False)
+    glyphs = rng.choice(len(GLYPHS), size=signs, replace=False)
     signs = tuple(Sign(list(SIGN_COLOURS)[int(c)], GLYPHS[int(g)], b) for c, g, b in zip(colours, glyphs, boxes))
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUNDS[int(rng.integers(0, len(BACKGROUNDS)))])
     draw = ImageDraw.Draw(image)
