@@ -1,13 +1,24 @@
-"""The built-in demo: the real runner, merge and scorers over `playground/demo/`, on a CPU, in seconds.
+"""The built-in demo, on a CPU: DualFocus measured on the zoom bench, or the four benchmark formats.
 
-    python -m dualfocus.demo [--output-dir demo_output] [--model-path CKPT]
+    python -m dualfocus.demo [--zoom | --formats] [--output-dir demo_output] [--model-path CKPT]
 
-Without --model-path it builds a tiny checkpoint with RANDOM weights in LLaVA-1.5's original
-layout (its answers mean nothing: the demo shows the machinery, not the method's accuracy). For
-each benchmark format (SEED jsonl, MMBench TSV with base64 images, GQA-MCQ jsonl, TextVQA jsonl)
-it answers the questions in two shards with the fast engine, merges them with the completeness
-check, runs the benchmark's scorer, and prints each question's trace (macro answer, box, micro
-answer, choice) and the scores. Everything goes under --output-dir:
+The default is the zoom demo when its checkpoint is shipped, the four-format demo otherwise (it
+says so).
+
+--zoom: the shipped checkpoint `checkpoints/dualfocus-zoom-tiny` (a tiny LLaVA-1.5
+trained from scratch with `dualfocus.train` by `scripts/train/train_zoom_toy.sh`; docs/zoom.md) answers
+the held-out zoom-bench questions in `playground/zoom/` (signs whose glyphs cannot be read in the whole
+image, only in a crop) with the real runner, free form and multiple choice. It prints the macro,
+micro, DualFocus and oracle accuracy, the mean IoU of the boxes the model wrote and the fallback
+rate, and writes them to DIR/summary.json; DIR/pictures/ shows a few questions (image, predicted box,
+crop, both answers). --model-path runs another checkpoint over the same questions.
+
+--formats: the machinery over every benchmark format. Without --model-path it builds a tiny checkpoint
+with RANDOM weights in LLaVA-1.5's original layout (its answers mean nothing: this run shows the
+machinery, not the method's accuracy). For each benchmark format (SEED jsonl, MMBench TSV with base64
+images, GQA-MCQ jsonl, TextVQA jsonl) it answers the questions in two shards with the fast engine,
+merges them with the completeness check, runs the benchmark's scorer, and prints each question's trace
+(macro answer, box, micro answer, choice) and the scores. Everything goes under --output-dir:
 
     checkpoints/<name>, checkpoints/<name>-clip    the random checkpoint (reused when present)
     answers/<bench>/<name>/2_{0,1}.jsonl           the shards, as the eval scripts name them
@@ -30,7 +41,11 @@ from dualfocus.eval import merge
 from dualfocus.eval.runner import run_eval
 from dualfocus.mm_utils import get_model_name_from_path
 
-DEMO_DATA = Path(__file__).resolve().parent.parent / "playground" / "demo"
+REPO = Path(__file__).resolve().parent.parent
+DEMO_DATA = REPO / "playground" / "demo"
+ZOOM_DATA = REPO / "playground" / "zoom"
+ZOOM_CHECKPOINT = REPO / "checkpoints" / "dualfocus-zoom-tiny"
+ZOOM_PICTURES = 4  # questions drawn per format
 RANDOM_NAME = "llava-v1.5-tiny-random"
 NUM_CHUNKS = 2
 
@@ -163,19 +178,82 @@ def run_demo(output_dir: str = "demo_output", model_path: str | None = None, ben
     return summary
 
 
+def _shown(path: Path) -> str:
+    """A repository path as the user would type it from the repository root."""
+    try:
+        return str(path.relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def zoom_shipped() -> bool:
+    return (ZOOM_CHECKPOINT / "config.json").is_file() and (ZOOM_DATA / "test_vqa.jsonl").is_file()
+
+
+def run_zoom_demo(output_dir: str = "demo_output", model_path: str | None = None, engine: str = "fast",
+                  batch_size: int = 16, device: str = "cpu", data_dir: str | None = None, limit: int | None = None,
+                  pictures: int = ZOOM_PICTURES) -> dict:
+    """The shipped zoom checkpoint (or `model_path`) over the held-out zoom questions; returns the summary.
+
+    Writes DIR/summary.json (accuracy_macro, accuracy_micro, accuracy_dualfocus, accuracy_oracle,
+    mean_box_iou, fallback_rate, n; pooled, and per format under "formats"), the answers
+    (DIR/answers_{vqa,seed}.jsonl) and DIR/pictures/.
+    """
+    from dualfocus.eval.runner import read_answer_file
+    from dualfocus.zoom.evaluate import evaluate, format_table
+
+    started = time.perf_counter()
+    out = Path(output_dir).resolve()
+    data = Path(data_dir).resolve() if data_dir else ZOOM_DATA
+    model_path = str(model_path or ZOOM_CHECKPOINT)
+    if not (Path(model_path) / "config.json").is_file():
+        raise FileNotFoundError(f"{model_path}: no checkpoint there (the zoom demo ships "
+                                f"{ZOOM_CHECKPOINT}; scripts/train/train_zoom_toy.sh rebuilds it)")
+    print(f"=== zoom bench: {data} with {model_path} ===\n"
+          "Each question asks for the glyph on one coloured sign. In the whole image (896 px seen at 56) the glyph is a "
+          "2 x 3 pixel smudge;\nin the crop around the sign it is 17 x 24 px and readable. macro = plain LLaVA on the "
+          "whole image, micro = after the crop,\nDualFocus = the method's choice between them, oracle = either right.", flush=True)
+    result = evaluate(model_path, str(data), str(out), limit=limit, engine=engine, batch_size=batch_size,
+                      device=device, pictures=pictures)
+    for fmt in result["formats"]:
+        records = read_answer_file(str(out / f"answers_{fmt}.jsonl"))
+        print(f"\n{fmt}: first answers (macro, box, micro, choice, final):")
+        print(format_trace(records[:6]))
+    print("\n" + format_table(result))
+    result["elapsed_s"] = round(time.perf_counter() - started, 2)
+    print(f"\nsummary: {out / 'summary.json'}; pictures: {out / 'pictures'}; {result['elapsed_s']:.1f} s")
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", default="demo_output")
-    parser.add_argument("--model-path", default=None, help="default: build a tiny checkpoint with random weights")
-    parser.add_argument("--benchmarks", nargs="+", default=list(FILES), choices=list(FILES))
+    parser.add_argument("--model-path", default=None,
+                        help=f"default: {_shown(ZOOM_CHECKPOINT)}; with --formats a tiny checkpoint "
+                             "with RANDOM weights, built into the output folder")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--zoom", action="store_true", help="the zoom bench (the default when its checkpoint is "
+                                                           f"shipped in {_shown(ZOOM_CHECKPOINT)})")
+    which.add_argument("--formats", action="store_true",
+                       help="the four benchmark formats (SEED, MMBench, GQA, TextVQA) with random weights (the "
+                            "default while the zoom checkpoint is not shipped)")
+    parser.add_argument("--benchmarks", nargs="+", default=list(FILES), choices=list(FILES), help="with --formats")
     parser.add_argument("--max_new_tokens", type=int, default=32,
-                        help="per pass (the benchmarks use 128; random weights never stop early)")
-    parser.add_argument("--batch-size", type=int, default=4)
+                        help="with --formats: per pass (the benchmarks use 128; random weights never stop early)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 16 (zoom), 4 (--formats)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--engine", default="fast", choices=("fast", "reference"))
+    parser.add_argument("--limit", type=int, default=None, help="zoom: the first N questions of each format")
     args = parser.parse_args(argv)
-    return run_demo(args.output_dir, args.model_path, args.benchmarks, args.max_new_tokens, args.batch_size,
-                    args.device, args.engine)
+    if not args.zoom and not args.formats and not zoom_shipped():
+        print(f"({_shown(ZOOM_CHECKPOINT)} is not shipped yet: running the four-format demo; "
+              "scripts/train/train_zoom_toy.sh --ship builds the zoom checkpoint)", flush=True)
+        args.formats = True
+    if args.formats:
+        return run_demo(args.output_dir, args.model_path, args.benchmarks, args.max_new_tokens,
+                        args.batch_size or 4, args.device, args.engine)
+    return run_zoom_demo(args.output_dir, args.model_path, args.engine, args.batch_size or 16, args.device,
+                         limit=args.limit)
 
 
 if __name__ == "__main__":

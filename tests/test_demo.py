@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from dualfocus import demo
 from dualfocus.eval.runner import read_answer_file
 
@@ -23,7 +25,7 @@ def test_demo_data_is_small_and_complete():
 
 def test_demo_with_the_random_checkpoint(tmp_path, capsys):
     out = tmp_path / "demo_output"
-    result = demo.main(["--output-dir", str(out), "--max_new_tokens", "8"])
+    result = demo.main(["--formats", "--output-dir", str(out), "--max_new_tokens", "8"])
     printed = capsys.readouterr().out
     assert "RANDOM WEIGHTS" in printed and "trace (macro, box, micro, choice, final)" in printed
     assert (out / "checkpoints" / demo.RANDOM_NAME / "config.json").is_file()
@@ -58,3 +60,12 @@ def test_demo_help_runs_as_a_module():
     proc = subprocess.run([sys.executable, "-m", "dualfocus.demo", "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and "--output-dir" in proc.stdout and "RANDOM" in proc.stdout
+
+
+def test_demo_without_the_zoom_checkpoint_runs_the_formats(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(demo, "ZOOM_CHECKPOINT", tmp_path / "nothing-here")
+    result = demo.main(["--output-dir", str(tmp_path / "out"), "--benchmarks", "gqa", "--max_new_tokens", "4"])
+    assert "is not shipped yet: running the four-format demo" in capsys.readouterr().out
+    assert set(result["benchmarks"]) == {"gqa"}
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        demo.main(["--zoom", "--output-dir", str(tmp_path / "out2")])
