@@ -140,7 +140,8 @@ def train(argv: list[str] | None = None):
     trainer.train(resume_from_checkpoint=True if resume else None)
     trainer.save_state()
     trainer.save_model(training_args.output_dir)
-    if training_args.local_rank in (-1, 0) and not training_args.lora_enable:
+    full_checkpoint = not (training_args.lora_enable or model_args.tune_mm_mlp_adapter)  # not adapter-only outputs
+    if training_args.local_rank in (-1, 0) and full_checkpoint:
         keep_sentencepiece_tokenizer(model_args.model_name_or_path, training_args.output_dir, len(tokenizer))
     return trainer
 
