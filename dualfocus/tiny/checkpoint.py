@@ -109,7 +109,7 @@ def build_tiny_checkpoint(
     tokenizer.model + tokenizer_config.json. `self_describing` also stores the tower's config in
     config.json (our extension) and the image processor in the checkpoint.
     """
-    from dualfocus.model.builder import save_original_checkpoint
+    from dualfocus.model.builder import SENTENCEPIECE_FILES, save_original_checkpoint
     from dualfocus.tiny.tokenizer import load_tokenizer, train_llama_tokenizer
 
     out = Path(out_dir)
@@ -126,7 +126,7 @@ def build_tiny_checkpoint(
         include_vision_tower=include_vision_tower, safe_serialization=safe_serialization,
         max_shard_bytes=max_shard_bytes,
     )
-    for f in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+    for f in SENTENCEPIECE_FILES:
         (out / f).write_bytes((tok_dir / f).read_bytes())
     if not tokenizer_dir:
         for f in (out / ".tokenizer").iterdir():

@@ -20,6 +20,7 @@ import torch
 
 from dualfocus.constants import DEFAULT_IMAGE_PATCH_TOKEN
 from dualfocus.conversation import conv_templates
+from dualfocus.model.builder import SENTENCEPIECE_FILES
 from dualfocus.train.arguments import parse_args
 from dualfocus.train.data import make_supervised_data_module
 from dualfocus.train.lora import add_lora, prepare_kbit, require_bitsandbytes
@@ -144,9 +145,6 @@ def train(argv: list[str] | None = None):
     if training_args.local_rank in (-1, 0) and full_checkpoint:
         keep_sentencepiece_tokenizer(model_args.model_name_or_path, training_args.output_dir, len(tokenizer))
     return trainer
-
-
-SENTENCEPIECE_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def keep_sentencepiece_tokenizer(source: str, output_dir: str, vocab_size: int) -> bool:

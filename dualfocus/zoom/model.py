@@ -39,7 +39,7 @@ TOWER_NAME = "zoom-tiny-clip-56 (weights inside this checkpoint)"
 def init_checkpoint(out_dir: str | os.PathLike, corpus: str | os.PathLike | None = None, seed: int = 0,
                     spec: TinySpec = SPEC, vocab_size: int = VOCAB_SIZE) -> Path:
     """Write the untrained checkpoint to `out_dir` (replacing it) and return its path."""
-    from dualfocus.model.builder import save_original_checkpoint
+    from dualfocus.model.builder import SENTENCEPIECE_FILES, save_original_checkpoint
     from dualfocus.tiny.tokenizer import load_tokenizer, train_llama_tokenizer
 
     out = Path(out_dir)
@@ -53,7 +53,7 @@ def init_checkpoint(out_dir: str | os.PathLike, corpus: str | os.PathLike | None
     fresh = CLIPVisionModel(clip_config(spec))  # transformers' CLIP initialisation, not the fixtures' N(0, 0.2)
     model.model.vision_tower.vision_tower.load_state_dict(fresh.state_dict())
     save_original_checkpoint(model, out, image_processor=image_processor(spec), include_vision_tower=True)
-    for f in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+    for f in SENTENCEPIECE_FILES:
         shutil.copyfile(tok_dir / f, out / f)
     shutil.rmtree(tok_dir)
     return out
