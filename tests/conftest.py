@@ -1,6 +1,7 @@
 """Shared pytest fixtures."""
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +41,12 @@ def focus_loaded(focus_checkpoint):
 
     tokenizer, model, image_processor, _ = load_pretrained_model(str(focus_checkpoint), None, None, device="cpu")
     return tokenizer, model, image_processor
+
+
+@pytest.fixture()
+def one_thread():
+    """Two shared CPUs: more threads than cores slow these tiny matmuls by 10x or more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

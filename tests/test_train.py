@@ -55,15 +55,6 @@ def data(tmp_path_factory):
     return root, images, records
 
 
-@pytest.fixture()
-def one_thread():
-    """Two shared CPUs: more threads than cores slow these tiny matmuls by 10x or more."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def common_args(checkpoint, data, out, steps, lr):
     root, images, _ = data
     return ["--model_name_or_path", str(checkpoint), "--version", "v1", "--data_path", str(root / "train.json"),

@@ -18,28 +18,17 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from dualfocus import boxes
+from dualfocus import boxes, demo
 from dualfocus.focus.protocols import get_protocol
 from dualfocus.zoom import bench
 from dualfocus.zoom.evaluate import evaluate, iou
 from dualfocus.zoom.scene import FONT, GLYPH_H, GLYPH_W, GLYPHS, IMAGE_SIZE, Sign, draw_sign
 
-ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT = ROOT / "checkpoints" / "dualfocus-zoom-tiny"
-DATA = ROOT / "playground" / "zoom"
+CHECKPOINT, DATA = demo.ZOOM_CHECKPOINT, demo.ZOOM_DATA
 CI_QUESTIONS = 36  # per format: 12 scenes
 GAP = 30.0  # points DualFocus must gain over the macro pass
-SHIPPED = (CHECKPOINT / "config.json").is_file() and (DATA / "test_vqa.jsonl").is_file()
-needs_shipped = pytest.mark.skipif(not SHIPPED, reason="the zoom checkpoint is not shipped yet (issue 7): "
+needs_shipped = pytest.mark.skipif(not demo.zoom_shipped(), reason="the zoom checkpoint is not shipped yet (issue 7): "
                                                        "scripts/train/train_zoom_toy.sh --ship")
-
-
-@pytest.fixture()
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- the bench ---------------------------------------------------------------------------------------
@@ -222,8 +211,6 @@ def test_fast_and_reference_engines_agree(fast_eval, tmp_path, one_thread):
 
 @needs_shipped
 def test_demo_runs_the_zoom_bench_by_default(tmp_path, capsys, one_thread):
-    from dualfocus import demo
-
     out = tmp_path / "demo"
     result = demo.main(["--output-dir", str(out), "--limit", "6"])
     summary = json.loads((out / "summary.json").read_text())
