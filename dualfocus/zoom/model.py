@@ -33,7 +33,20 @@ SPEC = TinySpec(
     max_position_embeddings=1024,
 )
 VOCAB_SIZE = 1000
+# The tower's position embeddings start at this std instead of CLIP's 0.02: a patch's content enters
+# at ~0.5, so at 0.02 an image token hardly says where it is, and the box turn is about where.
+POSITION_STD = 0.3
 TOWER_NAME = "zoom-tiny-clip-56 (weights inside this checkpoint)"
+
+
+def fresh_tower(spec: TinySpec = SPEC, seed: int = 0) -> CLIPVisionModel:
+    """The untrained tower: transformers' CLIP initialisation (not the fixtures' N(0, 0.2)), seeded,
+    position embeddings at POSITION_STD."""
+    torch.manual_seed(seed)
+    tower = CLIPVisionModel(clip_config(spec))
+    with torch.no_grad():
+        tower.embeddings.position_embedding.weight.normal_(0, POSITION_STD)
+    return tower
 
 
 def init_checkpoint(out_dir: str | os.PathLike, corpus: str | os.PathLike | None = None, seed: int = 0,
@@ -49,9 +62,7 @@ def init_checkpoint(out_dir: str | os.PathLike, corpus: str | os.PathLike | None
     tok_dir = train_llama_tokenizer(out / ".tokenizer", vocab_size=vocab_size, extra_text=extra)
     tokenizer = load_tokenizer(tok_dir)
     model = tiny_llava(spec, vocab_size=len(tokenizer), seed=seed, vision_tower=TOWER_NAME)
-    torch.manual_seed(seed)
-    fresh = CLIPVisionModel(clip_config(spec))  # transformers' CLIP initialisation, not the fixtures' N(0, 0.2)
-    model.model.vision_tower.vision_tower.load_state_dict(fresh.state_dict())
+    model.model.vision_tower.vision_tower.load_state_dict(fresh_tower(spec, seed).state_dict())
     save_original_checkpoint(model, out, image_processor=image_processor(spec), include_vision_tower=True)
     for f in SENTENCEPIECE_FILES:
         shutil.copyfile(tok_dir / f, out / f)

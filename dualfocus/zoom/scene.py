@@ -1,7 +1,7 @@
 """Zoom-bench scenes: a large picture, a few coloured signs, each with a glyph too small to read
 unless one zooms in.
 
-A scene is IMAGE_SIZE x IMAGE_SIZE px (896) on a pale background, with muted distractor shapes
+A scene is IMAGE_SIZE x IMAGE_SIZE px (896) on a mid-tone background, with muted distractor shapes
 (circles, triangles, rectangles, bars) and up to `SIGNS` (3) square signs in distinct bright
 colours. The signs hang on a 4 x 4 pegboard of 224 px cells (one cell is one patch of the tower's
 whole-image input), each SIGN_MIN..SIGN_MAX px (76-84) wide, centred in its cell give or take
@@ -73,9 +73,13 @@ SIGN_COLOURS = {
     "orange": (245, 130, 0),
     "purple": (140, 40, 190),
 }
-DISTRACTOR_COLOURS = ((128, 128, 128), (90, 90, 100), (150, 105, 60), (200, 180, 150), (170, 170, 150),
-                      (110, 80, 60), (185, 185, 195), (140, 150, 130))
-BACKGROUNDS = ((236, 232, 222), (226, 232, 236), (232, 236, 226), (240, 236, 236), (228, 228, 228))
+DISTRACTOR_COLOURS = ((60, 60, 66), (190, 190, 182), (150, 105, 60), (205, 185, 150), (85, 100, 80),
+                      (70, 55, 45), (210, 210, 220), (160, 170, 150))
+# Mid-tone backgrounds, near CLIP's normalisation mean (122, 116, 104): a pale one (~235) becomes
+# +1.6 sigma on every channel of every patch, and 94% of the energy of the untrained tower's image
+# tokens was then one vector shared by all 16; on a mid-tone background the signs are what the
+# tokens differ by (a third shared), and the model starts finding them within a few hundred steps.
+BACKGROUNDS = ((124, 118, 106), (118, 122, 110), (128, 120, 112), (120, 120, 120), (116, 118, 124))
 DISTRACTORS = (6, 11)  # how many, [low, high)
 DISTRACTOR_GAP = 6  # px between a distractor and a sign
 
