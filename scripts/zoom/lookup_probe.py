@@ -42,7 +42,7 @@ from dualfocus.zoom.bench import QUESTION, corpus_lines
 from dualfocus.zoom.model import init_checkpoint
 
 
-def examples(mode: str, n: int, describe: bool, held_out: int, processor, cfg):
+def examples(mode: str, n: int, describe: bool, held_out: int, processor, cfg, wording: str = QUESTION):
     """(conversations, pixels or None, is_box_turn) for n scenes; the last `held_out` have 3 signs."""
     rng = np.random.default_rng(0)
     convs, pixels, is_box = [], [], []
@@ -51,7 +51,7 @@ def examples(mode: str, n: int, describe: bool, held_out: int, processor, cfg):
         scene = sc.make_scene(np.random.default_rng([99, i]), signs=count)
         sign = scene.signs[int(rng.integers(0, count))]
         box = box_to_text([v / sc.IMAGE_SIZE for v in sign.box])
-        question = box_turn(QUESTION.format(colour=sign.colour))
+        question = box_turn(wording.format(colour=sign.colour))
         if mode == "text":
             table = ", ".join(f"{s.colour} at {box_to_text([v / sc.IMAGE_SIZE for v in s.box])}" for s in scene.signs)
             question = f"Signs: {table}.\n" + question.replace("<image>\n", "")
@@ -73,6 +73,7 @@ def main(argv=None) -> None:
     p.add_argument("--mode", choices=("image", "text"), default="image")
     p.add_argument("--tie", action="store_true", help="tie the input and output embeddings")
     p.add_argument("--describe", action="store_true", help="add 'Where are the signs?' records (image mode)")
+    p.add_argument("--question", default=QUESTION, help="the question's wording, with {colour} (default: the bench's)")
     p.add_argument("--scenes", type=int, default=5000)
     p.add_argument("--held-out", type=int, default=300)
     p.add_argument("--steps", type=int, default=2400)
@@ -85,12 +86,14 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = f"{tmp}/corpus.txt"
         with open(corpus, "w") as f:
-            f.write("\n".join(corpus_lines() + ["Signs: at", "Where are the signs?"]) + "\n")
+            f.write("\n".join(corpus_lines() + ["Signs: at", "Where are the signs?"]
+                               + [args.question.format(colour=c) for c in sc.SIGN_COLOURS]) + "\n")
         init_checkpoint(f"{tmp}/init", corpus, seed=0)
         tok, model, processor, _ = load_pretrained_model(f"{tmp}/init", None, None, device="cpu")
     if args.tie:
         model.lm_head.weight = model.model.embed_tokens.weight
-    convs, pixels, is_box = examples(args.mode, args.scenes, args.describe, args.held_out, processor, model.config)
+    convs, pixels, is_box = examples(args.mode, args.scenes, args.describe, args.held_out, processor, model.config,
+                                     args.question)
     template = conv_templates["vicuna_v1"]
     rows = [preprocess([c], tok, template, has_image=args.mode == "image") for c in convs]
     rows = [(r["input_ids"][0], r["labels"][0]) for r in rows]
@@ -136,7 +139,7 @@ def main(argv=None) -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50))
     g = torch.Generator().manual_seed(0)
     model.train()
-    print(f"{args.mode}, tie={args.tie}, describe={args.describe}: {len(train)} training records, "
+    print(f"{args.mode}, tie={args.tie}, describe={args.describe}, {args.question!r}: {len(train)} training records, "
           f"{len(test)} held-out box turns\n| step | loss | x | y | cell | listed x | s |\n|---|---|---|---|---|---|---|",
           flush=True)
     t0 = time.time()
