@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 TOWER_PREFIX = "model.vision_tower.vision_tower."
 # Keys some LLaVA checkpoints carry that no current module owns (recomputed at init).
 _IGNORED_KEYS = re.compile(r"rotary_emb\.inv_freq$|position_ids$")
-# Config keys that describe the file rather than the model.
 # A LLaVA checkpoint's sentencepiece tokenizer, as the released checkpoints carry it.
 SENTENCEPIECE_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+# Config keys that describe the file rather than the model.
 CONFIG_META_KEYS = ("model_type", "architectures", "transformers_version", "auto_map", "_name_or_path", "torch_dtype",
                     "dtype")
 

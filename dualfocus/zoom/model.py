@@ -25,7 +25,7 @@ from transformers import CLIPVisionModel
 from dualfocus.tiny.checkpoint import TinySpec, clip_config, image_processor, tiny_llava
 
 SPEC = TinySpec(
-    image_size=56, patch_size=14,  # 4 x 4 = 16 image tokens; a 448 px scene is seen 8x smaller
+    image_size=56, patch_size=14,  # 4 x 4 = 16 image tokens; an 896 px scene is seen 16x smaller
     vision_hidden=96, vision_layers=4, vision_heads=4,  # select layer -2 (LLaVA-1.5): 3 layers feed the LLM
     text_hidden=128, text_layers=4, text_heads=4, text_kv_heads=4, text_intermediate=384,
     projector="mlp2x_gelu", select_layer=-2, select_feature="patch",

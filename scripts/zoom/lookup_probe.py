@@ -37,8 +37,9 @@ from dualfocus.mm_utils import process_images
 from dualfocus.model.builder import load_pretrained_model
 from dualfocus.preprocess import preprocess
 from dualfocus.train.build_data import box_turn
+from dualfocus.train.data import DataCollator
 from dualfocus.zoom import scene as sc
-from dualfocus.zoom.bench import QUESTION, corpus_lines
+from dualfocus.zoom.bench import QUESTION, corpus_lines, normalized
 from dualfocus.zoom.model import init_checkpoint
 
 
@@ -50,10 +51,10 @@ def examples(mode: str, n: int, describe: bool, held_out: int, processor, cfg, w
         count = 3 if i >= n - held_out else int(rng.integers(1, 4))
         scene = sc.make_scene(np.random.default_rng([99, i]), signs=count)
         sign = scene.signs[int(rng.integers(0, count))]
-        box = box_to_text([v / sc.IMAGE_SIZE for v in sign.box])
+        box = box_to_text(normalized(sign.box))
         question = box_turn(wording.format(colour=sign.colour))
         if mode == "text":
-            table = ", ".join(f"{s.colour} at {box_to_text([v / sc.IMAGE_SIZE for v in s.box])}" for s in scene.signs)
+            table = ", ".join(f"{s.colour} at {box_to_text(normalized(s.box))}" for s in scene.signs)
             question = f"Signs: {table}.\n" + question.replace("<image>\n", "")
         else:
             pixels.append(process_images([scene.image], processor, cfg)[0])
@@ -61,7 +62,7 @@ def examples(mode: str, n: int, describe: bool, held_out: int, processor, cfg, w
         is_box.append(True)
         if describe and mode == "image":
             ordered = sorted(scene.signs, key=lambda s: list(sc.SIGN_COLOURS).index(s.colour))
-            listing = ", ".join(f"{s.colour} {box_to_text([v / sc.IMAGE_SIZE for v in s.box])}" for s in ordered)
+            listing = ", ".join(f"{s.colour} {box_to_text(normalized(s.box))}" for s in ordered)
             convs.append([{"from": "human", "value": "<image>\nWhere are the signs?"}, {"from": "gpt", "value": listing}])
             pixels.append(pixels[-1])
             is_box.append(False)
@@ -96,13 +97,9 @@ def main(argv=None) -> None:
                                      args.question)
     template = conv_templates["vicuna_v1"]
     rows = [preprocess([c], tok, template, has_image=args.mode == "image") for c in convs]
-    rows = [(r["input_ids"][0], r["labels"][0]) for r in rows]
-    width = max(len(i) for i, _ in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100)
-    mask = torch.zeros(len(rows), width, dtype=torch.bool)
-    for k, (i, lab) in enumerate(rows):
-        ids[k, :len(i)], labels[k, :len(i)], mask[k, :len(i)] = i, lab, True
+    batch = DataCollator(tok.pad_token_id, tok.model_max_length)(  # right-padded (N, T), as in training
+        [dict(input_ids=r["input_ids"][0], labels=r["labels"][0], images=torch.zeros(0)) for r in rows])
+    ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
     box_rows = is_box.nonzero().flatten()
     test = box_rows[-args.held_out:]
     train = torch.arange(int(test[0]))  # every record of the training scenes
