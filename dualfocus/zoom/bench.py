@@ -6,20 +6,30 @@ N and M count scenes (`dualfocus.zoom.scene`); every scene gives one question pe
 ways (held-out scenes have 3 signs; training scenes 1 to 3, which lets the tiny model learn to find
 a sign before it must tell three apart by colour):
 
-* free form (`vqa`): "What is written on the red sign?" -> "7";
+* free form (`vqa`): "What is written on the sign that is red?" -> "7";
 * multiple choice (`seed`, SEED-Bench's layout): the same question, 4 options (the sign's glyph,
   the glyphs of the scene's other signs, one more), "Answer with the option's letter from the
   given choices directly." -> a letter.
+
+The colour word comes last on purpose: the tiny model learns to find "the sign that is red" when the
+colour is ~6 tokens before the box it writes, not when it is ~8 ("the red sign"), in the hour of
+CPU training the recipe has (docs/zoom.md, Status). For the same reason every training question also
+comes with its scene's "Where are the signs?" -> "red [box], blue [box]" record (colours in `SIGN_COLOURS` order,
+each right before its box): finding a sign by a colour word just before the box is learned first,
+and the box turn's longer lookup builds on it.
 
 The region each question asks about (its sign) is known, so the training data is DualFocus's:
 
     DIR/images/{train,test}_NNNNN.png       the scenes
     DIR/regions_train.jsonl                  region-annotated questions (`build_data`'s input; the
                                              box in pixels, with +-`box_jitter` px annotation noise)
-    DIR/train.json                           training records: free form from `build_data
-                                             --with-macro` (box turn + micro turn with `sub_area`,
-                                             and the plain macro record), multiple choice written
-                                             with the same turns and the SEED wording
+    DIR/train.json                           training records: per question a DualFocus record in
+                                             each format (box turn + micro turn with `sub_area`;
+                                             free form from `build_data`, multiple choice with the
+                                             same turns and the SEED wording) and one plain macro
+                                             record (free form or multiple choice, alternately) and
+                                             its scene's "Where are the signs?" record (so that
+                                             record's share grows with the box turns')
     DIR/test_vqa.jsonl, DIR/test_seed.jsonl  held-out questions as LLaVA's question files, with the
                                              gold `answer` and the sign's exact `box` (normalized)
     DIR/corpus.txt                           every text line of the bench (tokenizer training)
@@ -48,7 +58,8 @@ from dualfocus.zoom.scene import GLYPHS, IMAGE_SIZE, SIGN_COLOURS, SIGNS, Scene,
 
 SPLITS = {"train": 1, "test": 2}
 LETTERS = ("A", "B", "C", "D")
-QUESTION = "What is written on the {colour} sign?"
+QUESTION = "What is written on the sign that is {colour}?"
+WHERE = "Where are the signs?"
 
 
 def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -85,23 +96,30 @@ def jittered(box: Sequence[int], rng: np.random.Generator, jitter: int) -> list[
     return [x1, y1, max(x1 + 1, min(IMAGE_SIZE, x2)), max(y1 + 1, min(IMAGE_SIZE, y2))]
 
 
-def mc_records(rid: str, image: str, q: str, text: str, letter: str, box_text: str) -> list[dict]:
-    """A multiple-choice question as DualFocus training records, in the turns `build_data` writes
-    and the SEED protocol asks: box turn on the bare question; the micro and macro turns on the
-    whole text (question, options, instruction); the answer a letter."""
+def macro_record(rid: str, image: str, text: str, answer: str) -> dict:
+    return {"id": rid, "image": image, "conversations": [
+        {"from": "human", "value": f"{DEFAULT_IMAGE_TOKEN}\n{text}"}, {"from": "gpt", "value": answer}]}
+
+
+def mc_record(rid: str, image: str, q: str, text: str, letter: str, box_text: str) -> dict:
+    """A multiple-choice question as a DualFocus training record, in the turns `build_data` writes
+    and the SEED protocol asks: box turn on the bare question; the micro turn on the whole text
+    (question, options, instruction); the answer a letter."""
     sub_area = [float(v) for v in box_text.strip("[]").split(", ")]
-    return [
-        {"id": rid, "image": image, "sub_area": sub_area, "conversations": [
-            {"from": "human", "value": box_turn(q)}, {"from": "gpt", "value": box_text},
-            {"from": "human", "value": answer_turn(text)}, {"from": "gpt", "value": letter}]},
-        {"id": f"{rid}_macro", "image": image, "conversations": [
-            {"from": "human", "value": f"{DEFAULT_IMAGE_TOKEN}\n{text}"}, {"from": "gpt", "value": letter}]},
-    ]
+    return {"id": rid, "image": image, "sub_area": sub_area, "conversations": [
+        {"from": "human", "value": box_turn(q)}, {"from": "gpt", "value": box_text},
+        {"from": "human", "value": answer_turn(text)}, {"from": "gpt", "value": letter}]}
+
+
+def listing(colour_boxes: dict[str, str]) -> str:
+    """ "red [box], blue [box]": the scene's signs in `SIGN_COLOURS` order, each colour before its box."""
+    return ", ".join(f"{c} {colour_boxes[c]}" for c in SIGN_COLOURS if c in colour_boxes)
 
 
 def corpus_lines() -> list[str]:
     """Every line of text the bench can produce (questions, option lines, answers), for the tokenizer."""
-    lines = [question(c) for c in SIGN_COLOURS] + [OPTION_INSTRUCTION]
+    lines = [question(c) for c in SIGN_COLOURS] + [OPTION_INSTRUCTION, WHERE]
+    lines += [f"{c} [0.12, 0.34, 0.56, 0.78]" for c in SIGN_COLOURS]
     lines += [f"{letter}. {g}" for letter in LETTERS for g in GLYPHS] + list(GLYPHS) + list(LETTERS)
     return lines
 
@@ -118,13 +136,14 @@ def generate(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, b
     """Write the bench into `out` (see the module docstring); returns the manifest."""
     root = Path(out)
     (root / "images").mkdir(parents=True, exist_ok=True)
-    regions, mc_train, test_vqa, test_seed = [], [], [], []
+    regions, extra, macro_first, test_vqa, test_seed = [], [], [], [], []
     for split, count in (("train", n_train), ("test", n_test)):
         for index in range(count):
             rng = scene_rng(seed, split, index)
             scene = make_scene(rng, int(rng.integers(1, SIGNS + 1)) if split == "train" else SIGNS)
             image = f"images/{split}_{index:05d}.png"
             scene.image.save(root / image, optimize=True)
+            written_by_colour = {}
             for k, sign in enumerate(scene.signs):
                 qid = f"{split}_{index:05d}_{k}"
                 q = question(sign.colour)
@@ -134,14 +153,24 @@ def generate(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, b
                 if split == "train":
                     box = jittered(sign.box, rng, box_jitter) if box_jitter else list(sign.box)
                     regions.append({"id": qid, "image": image, "question": q, "answer": sign.glyph, "box": box})
-                    written = box_to_text(rounded_box(normalized(box)))
-                    mc_train += mc_records(f"{qid}_mc", image, q, text, letter, written)
+                    written_by_colour[sign.colour] = written = box_to_text(rounded_box(normalized(box)))
+                    extra.append(mc_record(f"{qid}_mc", image, q, text, letter, written))
+                    # one macro record per question, free form and multiple choice in turn
+                    if len(regions) % 2:
+                        macro_first.append(f"{qid}_macro")
+                    else:
+                        extra.append(macro_record(f"{qid}_mc_macro", image, text, letter))
                 else:
                     common = {"image": image, "box": normalized(sign.box), "colour": sign.colour}
                     test_vqa.append({"question_id": qid, "text": q, **common, "answer": sign.glyph})
                     test_seed.append({"question_id": f"{qid}_mc", "text": text, **common, "answer": letter,
                                       "category": "zoom"})
-    records = build_records(regions, image_folder=str(root), units="pixel", with_macro=True) + mc_train
+            if split == "train":
+                extra += [macro_record(f"{split}_{index:05d}_{k}_where", image, WHERE, listing(written_by_colour))
+                          for k in range(len(scene.signs))]
+    kept = set(macro_first)
+    records = [r for r in build_records(regions, image_folder=str(root), units="pixel", with_macro=True)
+               if not r["id"].endswith("_macro") or r["id"] in kept] + extra
     _write_jsonl(root / "regions_train.jsonl", regions)
     with open(root / "train.json", "w", encoding="utf-8") as f:
         json.dump(records, f, indent=None, ensure_ascii=False)
