@@ -43,7 +43,7 @@ def test_bench_is_deterministic(tmp_path):
     # training scenes have 1-3 signs; per question a DualFocus record in each format, one macro
     # record and the scene's listing; held-out scenes have 3
     assert first == again and first["test_questions_per_format"] == 6
-    assert 3 <= first["train_questions"] <= 9 and first["train_records"] == 4 * first["train_questions"]
+    assert 3 <= first["train_questions"] <= 9 and first["train_records"] == 5 * first["train_questions"]
     a, b, c = _files(tmp_path / "a"), _files(tmp_path / "b"), _files(tmp_path / "c")
     assert a == b
     assert a["images/test_00000.png"] != c["images/test_00000.png"]

@@ -1,6 +1,6 @@
 """The zoom bench: questions that can only be answered by zooming in, in the real file formats.
 
-    python -m dualfocus.zoom.bench --out DIR --n-train N --n-test M --seed S [--box-jitter 3]
+    python -m dualfocus.zoom.bench --out DIR --n-train N --n-test M --seed S [--box-jitter 3] [--listings 2]
 
 N and M count scenes (`dualfocus.zoom.scene`); every scene gives one question per sign, asked two
 ways (held-out scenes have 3 signs; training scenes 1 to 3, which lets the tiny model learn to find
@@ -28,8 +28,9 @@ The region each question asks about (its sign) is known, so the training data is
                                              free form from `build_data`, multiple choice with the
                                              same turns and the SEED wording) and one plain macro
                                              record (free form or multiple choice, alternately) and
-                                             its scene's "Where are the signs?" record (so that
-                                             record's share grows with the box turns')
+                                             `listings` copies of its scene's "Where are the signs?"
+                                             record (default 2: as many as box turns, the mix the
+                                             lookup was learned with)
     DIR/test_vqa.jsonl, DIR/test_seed.jsonl  held-out questions as LLaVA's question files, with the
                                              gold `answer` and the sign's exact `box` (normalized)
     DIR/corpus.txt                           every text line of the bench (tokenizer training)
@@ -132,7 +133,8 @@ def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
     os.replace(tmp, path)
 
 
-def generate(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, box_jitter: int = 3) -> dict:
+def generate(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, box_jitter: int = 3,
+             listings: int = 2) -> dict:
     """Write the bench into `out` (see the module docstring); returns the manifest."""
     root = Path(out)
     (root / "images").mkdir(parents=True, exist_ok=True)
@@ -166,8 +168,9 @@ def generate(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, b
                     test_seed.append({"question_id": f"{qid}_mc", "text": text, **common, "answer": letter,
                                       "category": "zoom"})
             if split == "train":
-                extra += [macro_record(f"{split}_{index:05d}_{k}_where", image, WHERE, listing(written_by_colour))
-                          for k in range(len(scene.signs))]
+                extra += [macro_record(f"{split}_{index:05d}_{k}_where{'' if c == 0 else c + 1}", image, WHERE,
+                                       listing(written_by_colour))
+                          for k in range(len(scene.signs)) for c in range(listings)]
     kept = set(macro_first)
     records = [r for r in build_records(regions, image_folder=str(root), units="pixel", with_macro=True)
                if not r["id"].endswith("_macro") or r["id"] in kept] + extra
@@ -177,7 +180,7 @@ def generate(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, b
     _write_jsonl(root / "test_vqa.jsonl", test_vqa)
     _write_jsonl(root / "test_seed.jsonl", test_seed)
     (root / "corpus.txt").write_text("\n".join(corpus_lines()) + "\n", encoding="utf-8")
-    manifest = {"seed": seed, "n_train_scenes": n_train, "n_test_scenes": n_test, "box_jitter": box_jitter,
+    manifest = {"seed": seed, "n_train_scenes": n_train, "n_test_scenes": n_test, "box_jitter": box_jitter, "listings": listings,
                 "image_size": IMAGE_SIZE, "train_questions": len(regions), "train_records": len(records),
                 "test_questions_per_format": len(test_vqa)}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -192,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-test", type=int, required=True, help="held-out scenes (3 questions each)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--box-jitter", type=int, default=3, help="px of annotation noise on training boxes")
+    parser.add_argument("--listings", type=int, default=2, help="'Where are the signs?' records per question")
     args = parser.parse_args(argv)
-    manifest = generate(args.out, args.n_train, args.n_test, args.seed, args.box_jitter)
+    manifest = generate(args.out, args.n_train, args.n_test, args.seed, args.box_jitter, args.listings)
     print(json.dumps(manifest))
     return 0
 

@@ -9,7 +9,7 @@
 # playground/zoom), where `python -m dualfocus.demo` reads them.
 #
 # WORK_DIR (default: zoom_work): data/ (the bench), init/ (untrained), checkpoint/ (trained), eval/.
-# Environment: SEED (0: the bench and the weights), N_TRAIN (12500 scenes of 1-3 signs, 4 records
+# Environment: SEED (0: the bench and the weights), N_TRAIN (10000 scenes of 1-3 signs, 5 records
 # per sign), N_TEST (100 scenes of 3 signs: 300 questions per format), EPOCHS (1), LR (5e-4),
 # BATCH (16), PYTHON (python).
 set -euo pipefail
@@ -27,7 +27,7 @@ for arg in "$@"; do
         *) WORK=$arg ;;
     esac
 done
-SEED=${SEED:-0} N_TRAIN=${N_TRAIN:-12500} N_TEST=${N_TEST:-100}
+SEED=${SEED:-0} N_TRAIN=${N_TRAIN:-10000} N_TEST=${N_TEST:-100}
 PY=${PYTHON:-python}
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
@@ -52,7 +52,7 @@ rm -rf "$WORK/checkpoint"
     --output_dir "$WORK/checkpoint" \
     --num_train_epochs "${EPOCHS:-1}" \
     --per_device_train_batch_size "${BATCH:-16}" \
-    --learning_rate "${LR:-5e-4}" --weight_decay 0. --warmup_ratio 0.03 --lr_scheduler_type cosine \
+    --learning_rate "${LR:-5e-4}" --weight_decay 0. --warmup_ratio 0.03 --lr_scheduler_type constant_with_warmup \
     --logging_steps 100 --disable_tqdm True \
     --save_strategy no \
     --model_max_length 512 \
