@@ -23,6 +23,7 @@ CHECKPOINT_FILES = ("config.json", "model.safetensors", "preprocessor_config.jso
                     "tokenizer_config.json", "special_tokens_map.json")
 MAX_BYTES = 20 * 1024 * 1024  # what the repository carries
 REPO = Path(__file__).resolve().parents[2]
+LOCAL_PATHS = ("model_path", "answers_dir")
 
 
 def ship_checkpoint(src: Path, dst: Path, eval_dir: Path | None = None) -> int:
@@ -43,7 +44,10 @@ def ship_checkpoint(src: Path, dst: Path, eval_dir: Path | None = None) -> int:
         history = json.loads(state.read_text())["log_history"]
         (dst / "training_log.json").write_text(json.dumps(history, indent=1) + "\n")
     if eval_dir is not None:
-        shutil.copyfile(eval_dir / "summary.json", dst / "eval_summary.json")
+        summary = json.loads((eval_dir / "summary.json").read_text())
+        for key in LOCAL_PATHS:  # where the recipe ran: meaningless in the repository
+            summary.pop(key, None)
+        (dst / "eval_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return size
 
 
