@@ -45,6 +45,12 @@ def answer_turn(question: str) -> str:
     return f"{DEFAULT_IMAGE_TOKEN}\n{COMBINE} {question}"
 
 
+def macro_record(rid, image: str, text: str, answer: str) -> dict:
+    """A plain LLaVA record: the question on the whole image, the answer."""
+    return {"id": rid, "image": image, "conversations": [
+        {"from": "human", "value": f"{DEFAULT_IMAGE_TOKEN}\n{text}"}, {"from": "gpt", "value": answer}]}
+
+
 def rounded_box(box) -> list[float]:
     """The box as the model learns to write it (`boxes.box_to_text`, two decimals), as numbers."""
     text = boxes.box_to_text(box)
@@ -93,10 +99,7 @@ def dualfocus_records(region: dict, index: int, image_folder: str | None = None,
         ],
     }]
     if with_macro:
-        records.append({"id": f"{rid}_macro", "image": region["image"], "conversations": [
-            {"from": "human", "value": f"{DEFAULT_IMAGE_TOKEN}\n{question}"},
-            {"from": "gpt", "value": answer},
-        ]})
+        records.append(macro_record(f"{rid}_macro", region["image"], question, answer))
     return records
 
 

@@ -52,9 +52,8 @@ from pathlib import Path
 import numpy as np
 
 from dualfocus.boxes import box_to_text
-from dualfocus.constants import DEFAULT_IMAGE_TOKEN
 from dualfocus.focus.protocols import OPTION_INSTRUCTION
-from dualfocus.train.build_data import answer_turn, box_turn, build_records, rounded_box
+from dualfocus.train.build_data import answer_turn, box_turn, build_records, macro_record, rounded_box
 from dualfocus.zoom.scene import GLYPHS, IMAGE_SIZE, SIGN_COLOURS, SIGNS, Scene, make_scene
 
 SPLITS = {"train": 1, "test": 2}
@@ -97,11 +96,6 @@ def jittered(box: Sequence[int], rng: np.random.Generator, jitter: int) -> list[
     return [x1, y1, max(x1 + 1, min(IMAGE_SIZE, x2)), max(y1 + 1, min(IMAGE_SIZE, y2))]
 
 
-def macro_record(rid: str, image: str, text: str, answer: str) -> dict:
-    return {"id": rid, "image": image, "conversations": [
-        {"from": "human", "value": f"{DEFAULT_IMAGE_TOKEN}\n{text}"}, {"from": "gpt", "value": answer}]}
-
-
 def mc_record(rid: str, image: str, q: str, text: str, letter: str, box_text: str) -> dict:
     """A multiple-choice question as a DualFocus training record, in the turns `build_data` writes
     and the SEED protocol asks: box turn on the bare question; the micro turn on the whole text
@@ -138,7 +132,7 @@ def generate(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, b
     """Write the bench into `out` (see the module docstring); returns the manifest."""
     root = Path(out)
     (root / "images").mkdir(parents=True, exist_ok=True)
-    regions, extra, macro_first, test_vqa, test_seed = [], [], [], [], []
+    regions, extra, test_vqa, test_seed = [], [], [], []
     for split, count in (("train", n_train), ("test", n_test)):
         for index in range(count):
             rng = scene_rng(seed, split, index)
@@ -157,10 +151,9 @@ def generate(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, b
                     regions.append({"id": qid, "image": image, "question": q, "answer": sign.glyph, "box": box})
                     written_by_colour[sign.colour] = written = box_to_text(rounded_box(normalized(box)))
                     extra.append(mc_record(f"{qid}_mc", image, q, text, letter, written))
-                    # one macro record per question, free form and multiple choice in turn
-                    if len(regions) % 2:
-                        macro_first.append(f"{qid}_macro")
-                    else:
+                    # one macro record per question, free form and multiple choice in turn (the
+                    # free-form ones, of the even-numbered questions, come from build_records below)
+                    if len(regions) % 2 == 0:
                         extra.append(macro_record(f"{qid}_mc_macro", image, text, letter))
                 else:
                     common = {"image": image, "box": normalized(sign.box), "colour": sign.colour}
@@ -171,7 +164,7 @@ def generate(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, b
                 extra += [macro_record(f"{split}_{index:05d}_{k}_where{'' if c == 0 else c + 1}", image, WHERE,
                                        listing(written_by_colour))
                           for k in range(len(scene.signs)) for c in range(listings)]
-    kept = set(macro_first)
+    kept = {f"{r['id']}_macro" for r in regions[::2]}
     records = [r for r in build_records(regions, image_folder=str(root), units="pixel", with_macro=True)
                if not r["id"].endswith("_macro") or r["id"] in kept] + extra
     _write_jsonl(root / "regions_train.jsonl", regions)

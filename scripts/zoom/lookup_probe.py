@@ -39,7 +39,7 @@ from dualfocus.preprocess import preprocess
 from dualfocus.train.build_data import box_turn
 from dualfocus.train.data import DataCollator
 from dualfocus.zoom import scene as sc
-from dualfocus.zoom.bench import QUESTION, corpus_lines, normalized
+from dualfocus.zoom.bench import QUESTION, WHERE, corpus_lines, listing, normalized
 from dualfocus.zoom.model import init_checkpoint
 
 
@@ -61,9 +61,8 @@ def examples(mode: str, n: int, describe: bool, held_out: int, processor, cfg, w
         convs.append([{"from": "human", "value": question}, {"from": "gpt", "value": box}])
         is_box.append(True)
         if describe and mode == "image":
-            ordered = sorted(scene.signs, key=lambda s: list(sc.SIGN_COLOURS).index(s.colour))
-            listing = ", ".join(f"{s.colour} {box_to_text(normalized(s.box))}" for s in ordered)
-            convs.append([{"from": "human", "value": "<image>\nWhere are the signs?"}, {"from": "gpt", "value": listing}])
+            listed = listing({s.colour: box_to_text(normalized(s.box)) for s in scene.signs})
+            convs.append([{"from": "human", "value": f"<image>\n{WHERE}"}, {"from": "gpt", "value": listed}])
             pixels.append(pixels[-1])
             is_box.append(False)
     return convs, (torch.stack(pixels) if pixels else None), torch.tensor(is_box)
@@ -87,7 +86,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = f"{tmp}/corpus.txt"
         with open(corpus, "w") as f:
-            f.write("\n".join(corpus_lines() + ["Signs: at", "Where are the signs?"]
+            f.write("\n".join(corpus_lines() + ["Signs: at"]
                                + [args.question.format(colour=c) for c in sc.SIGN_COLOURS]) + "\n")
         init_checkpoint(f"{tmp}/init", corpus, seed=0)
         tok, model, processor, _ = load_pretrained_model(f"{tmp}/init", None, None, device="cpu")
