@@ -30,8 +30,9 @@ from dualfocus.engine.reference import ReferenceEngine  # noqa: E402
 from dualfocus.focus.pipeline import DualFocus, FocusConfig  # noqa: E402
 from dualfocus.focus.protocols import get_protocol  # noqa: E402
 from dualfocus.model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM  # noqa: E402
+from dualfocus.model.tokenizer import load_tokenizer  # noqa: E402
 from dualfocus.tiny.checkpoint import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # noqa: E402
-from dualfocus.tiny.tokenizer import load_tokenizer, train_llama_tokenizer  # noqa: E402
+from dualfocus.tiny.tokenizer import train_llama_tokenizer  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,9 @@ def build_model(shape: Shape, device: str, dtype: torch.dtype) -> LlavaLlamaForC
 
 
 def image_processor(size: int):
-    from transformers import CLIPImageProcessor
+    from dualfocus.model.image_processor import clip_image_processor
 
-    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+    return clip_image_processor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
                               image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD)
 
 

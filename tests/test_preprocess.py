@@ -7,8 +7,8 @@ import pytest
 from dualfocus.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from dualfocus.conversation import conv_templates
 from dualfocus.mm_utils import tokenizer_image_token
+from dualfocus.model.tokenizer import load_tokenizer
 from dualfocus.preprocess import LabelMaskingError, preprocess
-from dualfocus.tiny.tokenizer import load_tokenizer
 
 EOS = 2
 Q1 = "<image>\nWhat is the colour of the car? Please provide the bounding box coordinate of the region this question asks about."

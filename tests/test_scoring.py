@@ -7,7 +7,7 @@ from dualfocus.conversation import conv_templates
 from dualfocus.focus.protocols import get_protocol
 from dualfocus.focus.scoring import ScoringError, original_scoring_prompt, scoring_example
 from dualfocus.mm_utils import tokenizer_image_token
-from dualfocus.tiny.tokenizer import load_tokenizer
+from dualfocus.model.tokenizer import load_tokenizer
 
 BOX = "[0.1, 0.2, 0.3, 0.4]"
 SYSTEM = (

@@ -12,8 +12,8 @@ from dualfocus import boxes
 from dualfocus.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from dualfocus.conversation import conv_templates
 from dualfocus.mm_utils import process_images
+from dualfocus.model.tokenizer import load_tokenizer
 from dualfocus.tiny.checkpoint import TinySpec, image_processor
-from dualfocus.tiny.tokenizer import load_tokenizer
 from dualfocus.train.arguments import parse_args
 from dualfocus.train.data import (
     CropPolicy,

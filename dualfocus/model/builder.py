@@ -19,9 +19,11 @@ from pathlib import Path
 
 import torch
 from accelerate import init_empty_weights
-from transformers import CLIPImageProcessor, CLIPVisionConfig
+from transformers import CLIPVisionConfig
 
+from dualfocus.model import tokenizer as tokenizer_io
 from dualfocus.model.checkpoint_io import load_state_dict, save_state_dict, weight_files
+from dualfocus.model.image_processor import PREPROCESSOR_CONFIG, load_clip_processor
 from dualfocus.model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ TOWER_PREFIX = "model.vision_tower.vision_tower."
 # Keys some LLaVA checkpoints carry that no current module owns (recomputed at init).
 _IGNORED_KEYS = re.compile(r"rotary_emb\.inv_freq$|position_ids$")
 # A LLaVA checkpoint's sentencepiece tokenizer, as the released checkpoints carry it.
-SENTENCEPIECE_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+SENTENCEPIECE_FILES = tokenizer_io.TOKENIZER_FILES
 # Config keys that describe the file rather than the model.
 CONFIG_META_KEYS = ("model_type", "architectures", "transformers_version", "auto_map", "_name_or_path", "torch_dtype",
                     "dtype")
@@ -170,19 +172,17 @@ def vision_tower_dir(tower: str | None, checkpoint_dir: Path) -> Path:
 
 
 def load_tokenizer(path: Path | None):
-    """The checkpoint's sentencepiece tokenizer, loaded so it tokenizes as LLaVA's (never remote code)."""
+    """The checkpoint's sentencepiece tokenizer, as transformers 4.31 tokenized (never remote code)."""
     if path is None:
-        raise CheckpointError("no tokenizer found in the checkpoint and no model_base to take it from")
-    from dualfocus.tiny.tokenizer import load_tokenizer as _load
-
-    return _load(path)
+        raise CheckpointError("no tokenizer.model in the checkpoint and no model_base to take it from")
+    return tokenizer_io.load_tokenizer(path)
 
 
-def load_image_processor(path: Path, config: LlavaLlamaConfig) -> CLIPImageProcessor:
+def load_image_processor(path: Path, config: LlavaLlamaConfig):
     """The checkpoint's own preprocessor_config.json if present, else the vision tower's (as LLaVA)."""
-    if (path / "preprocessor_config.json").is_file():
-        return CLIPImageProcessor.from_pretrained(str(path))
-    return CLIPImageProcessor.from_pretrained(str(vision_tower_dir(config.mm_vision_tower, path)))
+    if (path / PREPROCESSOR_CONFIG).is_file():
+        return load_clip_processor(path)
+    return load_clip_processor(vision_tower_dir(config.mm_vision_tower, path))
 
 
 def save_original_checkpoint(
@@ -429,7 +429,7 @@ def _add_image_tokens(model, tokenizer) -> None:
 
 
 def _has_tokenizer(path: Path) -> bool:
-    return any((path / f).is_file() for f in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json"))
+    return (path / "tokenizer.model").is_file()
 
 
 def _looks_like_hub_id(name: str) -> bool:

@@ -15,15 +15,15 @@ from pathlib import Path
 import torch
 from accelerate import init_empty_weights
 from transformers import (
-    CLIPImageProcessor,
     CLIPVisionConfig,
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
 )
 
+from dualfocus.model.image_processor import load_clip_processor
 from dualfocus.model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
-from dualfocus.tiny.tokenizer import load_tokenizer
+from dualfocus.model.tokenizer import load_tokenizer
 
 # Fields of LlavaLlamaConfig that are LLaVA's, not Llama's.
 _LLAVA_FIELDS = (
@@ -144,7 +144,7 @@ def load_hf_checkpoint(path: Path, dtype: torch.dtype, trust_remote_code: bool =
     # `legacy: false`, which tokenizes text after `</s>` or starting with a space differently.
     del trust_remote_code
     tokenizer = load_tokenizer(path)
-    return model, tokenizer, CLIPImageProcessor.from_pretrained(str(path))
+    return model, tokenizer, load_clip_processor(path)
 
 
 def convert(src: str, dst: str, to: str | None = None) -> Path:

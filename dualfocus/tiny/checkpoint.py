@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from dualfocus.model.checkpoint_io import save_state_dict
+from dualfocus.model.image_processor import clip_image_processor
 from dualfocus.model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
 
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -50,8 +51,8 @@ def clip_config(spec: TinySpec) -> CLIPVisionConfig:
     )
 
 
-def image_processor(spec: TinySpec) -> CLIPImageProcessor:
-    return CLIPImageProcessor(
+def image_processor(spec: TinySpec):
+    return clip_image_processor(
         size={"shortest_edge": spec.image_size}, crop_size={"height": spec.image_size, "width": spec.image_size},
         image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD, do_center_crop=True, do_resize=True,
     )
@@ -110,7 +111,8 @@ def build_tiny_checkpoint(
     config.json (our extension) and the image processor in the checkpoint.
     """
     from dualfocus.model.builder import SENTENCEPIECE_FILES, save_original_checkpoint
-    from dualfocus.tiny.tokenizer import load_tokenizer, train_llama_tokenizer
+    from dualfocus.model.tokenizer import load_tokenizer
+    from dualfocus.tiny.tokenizer import train_llama_tokenizer
 
     out = Path(out_dir)
     clip_dir = out.parent / f"{out.name}-clip"

@@ -1,39 +1,13 @@
-"""A tiny Llama-style sentencepiece tokenizer for tests, and the one tokenizer loader we use.
+"""A tiny Llama-style sentencepiece tokenizer for tests and the zoom model.
 
 `train_llama_tokenizer` trains, in well under a second and deterministically, a BPE sentencepiece
 model configured like Llama's (unk=0 "<unk>", bos=1 "<s>", eos=2 "</s>", byte fallback, split
 digits, a dummy "▁" prefix, no normalisation, whitespace kept as is) on a small built-in English
 corpus that covers the LLaVA/DualFocus prompt wording. It writes the three files the released
-LLaVA-1.5 checkpoints ship (`tokenizer.model`, `tokenizer_config.json`, `special_tokens_map.json`).
+LLaVA-1.5 checkpoints ship (`tokenizer.model`, `tokenizer_config.json`, `special_tokens_map.json`),
+``"legacy": false`` as LLaVA-1.5's config says unless asked otherwise.
 
-`load_tokenizer` is the exact call the model builder uses.
-
-What transformers 5 returns, and why we pass ``legacy=True``
--------------------------------------------------------------
-transformers 5 ignores ``use_fast=False``: ``AutoTokenizer.from_pretrained`` always builds the
-tokenizers-backed ``LlamaTokenizer`` (``TokenizersBackend``; ``LlamaTokenizerFast`` is an alias),
-converting ``tokenizer.model`` to BPE vocab + merges on the fly (this needs ``protobuf``; no
-``trust_remote_code``). Its pre-tokenizer is ``Metaspace(prepend_scheme=...)`` where the scheme is
-``"first"`` when ``legacy`` is false (what LLaVA-1.5's ``tokenizer_config.json`` says) and
-``"always"`` when ``legacy`` is true.
-
-Two differences from sentencepiece remain in that tokenizer, and `load_tokenizer` removes both:
-
-1. Text after a special token. With ``"first"`` (``legacy: false``), text that follows a special token
-   in the same call gets no "▁": ``"A</s>USER"`` -> ``... </s> US ER`` where sentencepiece (and the
-   slow transformers-4.31 tokenizer LLaVA-1.5 was trained with) gives ``... </s> ▁USER``. LLaVA's
-   label masking measures each round on its own (``"USER: ..."`` -> ``▁USER``), so rounds after the
-   first shift and its "tokenization mismatch" check trips.
-2. Text that starts with a space. ``Metaspace`` prepends "▁" only when the text does not already
-   start with one, so ``" hello"`` -> ``▁he l l o`` where sentencepiece's dummy prefix gives
-   ``▁ ▁he l l o``.
-
-`load_tokenizer` passes ``legacy=True`` and swaps the pre-tokenizer for the normalizer the
-transformers-4 Llama converter used in legacy mode (``Prepend("▁")`` then ``Replace(" ", "▁")``).
-tokenizers splits special tokens off before normalising, so every text segment between special
-tokens is then tokenized exactly as ``SentencePieceProcessor.encode(segment)`` does, and
-``tokenizer(chunk).input_ids == [bos] + sp.encode(chunk)`` for chunks without special-token text.
-``tests/test_tokenization.py`` pins this.
+Loading is `dualfocus.model.tokenizer.load_tokenizer`, the loader every checkpoint goes through.
 """
 
 from __future__ import annotations
@@ -121,12 +95,30 @@ def _corpus() -> list[str]:
     return sorted(sentences) * 3
 
 
-def train_llama_tokenizer(out_dir, vocab_size: int = 1000, extra_text=()) -> Path:
+def _words_after_specials() -> list[str]:
+    """The words that follow "</s>" / "<s>" in each template's two-round prompt ("</s>USER:")."""
+    words = set()
+    for conv in conv_templates.values():
+        if "</s>" not in (conv.sep, conv.sep2):
+            continue  # only templates that end answers with "</s>" put text after a special token
+        conv = conv.copy()
+        conv.messages = [[conv.roles[i % 2], "x"] for i in range(4)]
+        for special in ("</s>", "<s>"):
+            words.update(part.split()[0] for part in conv.get_prompt().split(special)[1:] if part.strip())
+    return sorted(f"</s>{w}" for w in words if not w[0].isspace())
+
+
+def train_llama_tokenizer(out_dir, vocab_size: int = 1000, extra_text=(), *, legacy: bool = False) -> Path:
     """Train a Llama-style sentencepiece BPE model into ``out_dir`` and return ``out_dir``.
 
     ``extra_text`` adds lines to the built-in corpus. Writes ``tokenizer.model``,
     ``tokenizer_config.json`` and ``special_tokens_map.json`` (the released LLaVA-1.5 layout).
     The vocabulary can come out smaller than ``vocab_size`` when the corpus has too few merges.
+
+    ``legacy`` is written to the config. With ``legacy: false`` the text after a special token is
+    cut without sentencepiece's dummy "▁" (see `dualfocus.model.tokenizer`), so the corpus also holds
+    the templates' "</s>USER:" words: the vocabulary then has "USER" as Llama-2's has "US" and "ER",
+    and no prompt turns into ``<unk>``. ``legacy=True`` trains on the plain corpus (the zoom model's).
     """
     import sentencepiece as spm
 
@@ -134,7 +126,8 @@ def train_llama_tokenizer(out_dir, vocab_size: int = 1000, extra_text=()) -> Pat
     out.mkdir(parents=True, exist_ok=True)
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_corpus() + [p for t in extra_text for p in str(t).split("\n") if p]),
+        sentence_iterator=iter(_corpus() + ([] if legacy else _words_after_specials() * 3)
+                               + [p for t in extra_text for p in str(t).split("\n") if p]),
         model_writer=model,
         model_type="bpe",
         vocab_size=vocab_size,
@@ -161,25 +154,12 @@ def train_llama_tokenizer(out_dir, vocab_size: int = 1000, extra_text=()) -> Pat
         minloglevel=2,
     )
     (out / "tokenizer.model").write_bytes(model.getvalue())
-    (out / "tokenizer_config.json").write_text(json.dumps(_TOKENIZER_CONFIG, indent=2) + "\n")
+    return write_tokenizer_configs(out, legacy=legacy)
+
+
+def write_tokenizer_configs(out_dir, *, legacy: bool = False) -> Path:
+    """LLaVA-1.5's tokenizer_config.json and special_tokens_map.json, with the given ``legacy``."""
+    out = Path(out_dir)
+    (out / "tokenizer_config.json").write_text(json.dumps({**_TOKENIZER_CONFIG, "legacy": legacy}, indent=2) + "\n")
     (out / "special_tokens_map.json").write_text(json.dumps(_SPECIAL_TOKENS_MAP, indent=2) + "\n")
     return out
-
-
-def load_tokenizer(path):
-    """Load a LLaVA tokenizer the way the model builder does (see the module docstring).
-
-    ``AutoTokenizer.from_pretrained(path, use_fast=False, legacy=True)`` (transformers 5 returns its
-    tokenizers-backed ``LlamaTokenizer`` whatever ``use_fast`` says; no ``trust_remote_code``), then
-    sentencepiece's per-segment dummy prefix restored, so every text segment tokenizes exactly as
-    ``SentencePieceProcessor.encode`` does, as LLaVA-1.5 was trained.
-    """
-    from tokenizers import normalizers
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=False, legacy=True)
-    backend = tokenizer.backend_tokenizer
-    # sentencepiece's dummy prefix on every text segment, also one that starts with a space.
-    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    backend.pre_tokenizer = None
-    return tokenizer

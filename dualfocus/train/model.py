@@ -13,12 +13,13 @@ from pathlib import Path
 
 import torch
 from accelerate import init_empty_weights
-from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from dualfocus.model.builder import CONFIG_META_KEYS, load_pretrained_model, resolve_path, vision_tower_dir
 from dualfocus.model.checkpoint_io import load_state_dict, weight_files
+from dualfocus.model.image_processor import load_clip_processor
 from dualfocus.model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
-from dualfocus.tiny.tokenizer import load_tokenizer
+from dualfocus.model.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def _new_llava(path: Path, model_args, attn: str):
             m.reset_parameters()
     model.model.vision_tower.requires_grad_(False)
     tokenizer = load_tokenizer(path)
-    image_processor = CLIPImageProcessor.from_pretrained(str(tower_dir))
+    image_processor = load_clip_processor(tower_dir)
     return model, tokenizer, image_processor
 
 

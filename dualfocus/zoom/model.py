@@ -53,13 +53,15 @@ def init_checkpoint(out_dir: str | os.PathLike, corpus: str | os.PathLike | None
                     spec: TinySpec = SPEC, vocab_size: int = VOCAB_SIZE) -> Path:
     """Write the untrained checkpoint to `out_dir` (replacing it) and return its path."""
     from dualfocus.model.builder import SENTENCEPIECE_FILES, save_original_checkpoint
-    from dualfocus.tiny.tokenizer import load_tokenizer, train_llama_tokenizer
+    from dualfocus.model.tokenizer import load_tokenizer
+    from dualfocus.tiny.tokenizer import train_llama_tokenizer
 
     out = Path(out_dir)
     if out.exists():
         shutil.rmtree(out)
     extra = Path(corpus).read_text(encoding="utf-8").splitlines() if corpus else ()
-    tok_dir = train_llama_tokenizer(out / ".tokenizer", vocab_size=vocab_size, extra_text=extra)
+    # The zoom model was trained on per-segment sentencepiece ids: its config says legacy: true.
+    tok_dir = train_llama_tokenizer(out / ".tokenizer", vocab_size=vocab_size, extra_text=extra, legacy=True)
     tokenizer = load_tokenizer(tok_dir)
     model = tiny_llava(spec, vocab_size=len(tokenizer), seed=seed, vision_tower=TOWER_NAME)
     model.model.vision_tower.vision_tower.load_state_dict(fresh_tower(spec, seed).state_dict())
