@@ -202,6 +202,20 @@ def test_tiny_vocabulary_without_the_stripped_piece_gives_unk_as_4_31(tmp_path):
     assert ids == ref["texts"][0]["ids"] and ids[ids.index(2) + 1] == 0
 
 
+def test_added_tokens_equal_transformers_4_31(tmp_path):
+    """added_tokens.json (LLaVA's <im_patch>): ids after the vocabulary, spaces around them stripped."""
+    tok_dir = train_llama_tokenizer(tmp_path / "tok")
+    (tok_dir / "added_tokens.json").write_text(json.dumps({"<im_patch>": 1000, "<im_start>": 1001}))
+    texts = ["a <im_patch> b", "<im_start><im_patch>  x</s>USER <im_patch>", " <im_patch>\n"]
+    ref = released({"tokenizer_dir": str(tok_dir), "texts": texts}, tmp_path)
+    ours = load_tokenizer(tok_dir)
+    for text, expected in zip(texts, ref["texts"], strict=True):
+        ids = ours(text).input_ids
+        assert ids == expected["ids"] and 1000 in ids, repr(text)
+        assert (ours.decode(ids), ours.decode(ids, skip_special_tokens=True)) == (expected["decode"],
+                                                                                  expected["decode_skip"])
+
+
 @pytest.fixture(scope="module")
 def llama2_js() -> Path:
     return Path(_env("DUALFOCUS_LLAMA_TOKENIZER_JS"))

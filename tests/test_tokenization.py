@@ -1,4 +1,6 @@
-"""The tiny tokenizer, load_tokenizer vs sentencepiece, and tokenizer_image_token (LLaVA's legacy ids)."""
+"""The tiny tokenizer, load_tokenizer's two legacy modes vs sentencepiece, and tokenizer_image_token.
+
+tests/test_fidelity.py proves the same behaviour against transformers 4.31.0 itself."""
 
 import json
 import time
@@ -11,7 +13,8 @@ import torch
 from dualfocus.constants import IMAGE_TOKEN_INDEX
 from dualfocus.conversation import conv_templates
 from dualfocus.mm_utils import tokenizer_image_token
-from dualfocus.tiny.tokenizer import load_tokenizer, train_llama_tokenizer
+from dualfocus.model.tokenizer import LlamaTokenizer, TokenizerFileError, load_tokenizer
+from dualfocus.tiny.tokenizer import train_llama_tokenizer, write_tokenizer_configs
 
 BOS = 1
 
@@ -23,7 +26,20 @@ def sp(tiny_tokenizer_dir):
 
 @pytest.fixture(scope="module")
 def tok(tiny_tokenizer_dir):
-    return load_tokenizer(tiny_tokenizer_dir)
+    return load_tokenizer(tiny_tokenizer_dir)  # legacy: false, as LLaVA-1.5's config says
+
+
+@pytest.fixture(scope="module")
+def legacy_tok(tiny_tokenizer_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("legacy_tok")
+    (out / "tokenizer.model").write_bytes((tiny_tokenizer_dir / "tokenizer.model").read_bytes())
+    return load_tokenizer(write_tokenizer_configs(out, legacy=True))
+
+
+def _strip_first(pieces_ids, sp):
+    """legacy: false after a special token: the first piece loses its "▁"."""
+    first = sp.id_to_piece(pieces_ids[0])
+    return ([sp.piece_to_id(first[1:])] if len(first) > 1 else []) + pieces_ids[1:]
 
 
 def _vicuna_prompt(*questions):
@@ -62,10 +78,8 @@ def test_files_are_laid_out_like_llava_1_5(tiny_tokenizer_dir):
     assert special["bos_token"]["content"] == "<s>"
 
 
-def test_load_tokenizer_returns_transformers_5_llama_tokenizer(tok):
-    from transformers import LlamaTokenizer
-
-    assert isinstance(tok, LlamaTokenizer)  # tokenizers-backed in transformers 5 (use_fast is ignored)
+def test_load_tokenizer_returns_our_sentencepiece_llama_tokenizer(tok, legacy_tok):
+    assert isinstance(tok, LlamaTokenizer) and (tok.legacy, legacy_tok.legacy) == (False, True)
     assert (tok.bos_token_id, tok.eos_token_id, tok.unk_token_id, tok.pad_token_id) == (1, 2, 0, 0)
     assert (tok.padding_side, tok.model_max_length) == ("right", 2048)
     assert tok("").input_ids == [BOS]
@@ -87,24 +101,46 @@ TEXTS = [
 
 
 @pytest.mark.parametrize("text", TEXTS)
-def test_text_tokenizes_exactly_as_sentencepiece(tok, sp, text):
-    assert tok(text).input_ids == [BOS] + sp.encode(text)
+def test_text_without_special_tokens_tokenizes_as_sentencepiece_in_both_modes(tok, legacy_tok, sp, text):
+    assert tok(text).input_ids == legacy_tok(text).input_ids == [BOS] + sp.encode(text)
 
 
-def test_text_after_a_special_token_gets_the_dummy_prefix(tok, sp):
-    ids = tok("red</s>USER: <image>").input_ids
+def test_text_after_a_special_token_legacy_true_gets_the_dummy_prefix(legacy_tok, sp):
+    ids = legacy_tok("red</s>USER: <image>").input_ids
     assert ids == [BOS] + sp.encode("red") + [2] + sp.encode("USER: <image>")
-    tokens = tok.convert_ids_to_tokens(ids)
+    tokens = legacy_tok.convert_ids_to_tokens(ids)
     assert tokens[tokens.index("</s>") + 1] == "▁USER"
 
 
-def test_plain_transformers_5_load_differs_from_sentencepiece(tiny_tokenizer_dir, sp):
-    """Why load_tokenizer exists: AutoTokenizer alone (legacy: false) drops two "▁" that LLaVA relied on."""
-    from transformers import AutoTokenizer
+def test_text_after_a_special_token_legacy_false_loses_the_first_pieces_prefix(tok, sp):
+    ids = tok("red</s>USER: <image>").input_ids
+    assert ids == [BOS] + sp.encode("red") + [2] + _strip_first(sp.encode("USER: <image>"), sp)
+    tokens = tok.convert_ids_to_tokens(ids)
+    assert tokens[tokens.index("</s>") + 1] == "USER"  # in the tiny vocabulary, as "US" "ER" in Llama-2's
+    assert tok("a</s> USER").input_ids[-2:] == sp.encode(" USER")[-2:]  # a leading space keeps its "▁"
+    assert tok("a▁b").input_ids == tok("a b").input_ids  # "▁" in the text is a space
 
-    raw = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir), use_fast=False)
-    assert raw.convert_ids_to_tokens(raw("x</s>USER").input_ids)[-3:] == ["</s>", "US", "ER"]
-    assert raw(" hello").input_ids != [BOS] + sp.encode(" hello")
+
+def test_legacy_false_without_the_piece_gives_unk(tmp_path, sp):
+    """A vocabulary trained without "</s>USER" text has "▁USER" but no "USER": <unk>, as 4.31 gave."""
+    out = write_tokenizer_configs(train_llama_tokenizer(tmp_path / "t", legacy=True), legacy=False)
+    ids = load_tokenizer(out)("x</s>USER").input_ids
+    assert ids[-2:] == [2, 0]
+
+
+def test_decode_copies_special_tokens_and_skips_them_on_request(tok):
+    ids = tok("Hello</s>USER: hi").input_ids
+    assert tok.decode(ids, skip_special_tokens=True) == "HelloUSER: hi"
+    assert tok.decode(ids) == "<s> Hello</s>USER: hi"
+
+
+def test_missing_tokenizer_model_is_named(tmp_path):
+    with pytest.raises(TokenizerFileError, match="no tokenizer.model"):
+        load_tokenizer(tmp_path)
+    (tmp_path / "tokenizer.model").write_bytes(b"x")
+    (tmp_path / "tokenizer_config.json").write_text("{not json")
+    with pytest.raises(TokenizerFileError, match="tokenizer_config.json"):
+        load_tokenizer(tmp_path)
 
 
 def test_image_token_one_image(tok, sp):
@@ -128,7 +164,8 @@ def test_image_token_two_images(tok, sp):
     assert "</s>" in c1  # the first answer's end is text inside a chunk: a special token there
     a, b = c1.split("</s>")
     expected = (
-        [BOS] + sp.encode(c0) + [IMAGE_TOKEN_INDEX] + sp.encode(a) + [2] + sp.encode(b) + [IMAGE_TOKEN_INDEX]
+        [BOS] + sp.encode(c0) + [IMAGE_TOKEN_INDEX] + sp.encode(a) + [2] + _strip_first(sp.encode(b), sp)
+        + [IMAGE_TOKEN_INDEX]
     ) + sp.encode(c2)
     assert tokenizer_image_token(prompt, tok) == expected
     tensor = tokenizer_image_token(prompt, tok, return_tensors="pt")
@@ -168,9 +205,29 @@ def test_random_text_tokenizes_exactly_as_sentencepiece(tok, sp):
         assert tok(text).input_ids == [BOS] + sp.encode(text), repr(text)
 
 
-def test_saved_and_reloaded_tokenizer_keeps_the_legacy_behaviour(tok, sp, tmp_path):
-    tok.save_pretrained(tmp_path)
-    again = load_tokenizer(tmp_path)
-    for text in TEXTS:
-        assert again(text).input_ids == [BOS] + sp.encode(text)
-    assert (again.pad_token, again.padding_side, again.model_max_length) == ("<unk>", "right", 2048)
+@pytest.mark.parametrize("legacy", [False, True])
+def test_saved_and_reloaded_tokenizer_keeps_its_behaviour(tiny_tokenizer_dir, tmp_path, legacy):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "tokenizer.model").write_bytes((tiny_tokenizer_dir / "tokenizer.model").read_bytes())
+    tok = load_tokenizer(write_tokenizer_configs(src, legacy=legacy))
+    tok.save_pretrained(tmp_path / "out")
+    again = load_tokenizer(tmp_path / "out")
+    for text in TEXTS + ["x</s>USER: y", "a<s>b"]:
+        assert again(text).input_ids == tok(text).input_ids
+    assert (again.pad_token, again.padding_side, again.model_max_length, again.legacy) == ("<unk>", "right", 2048,
+                                                                                          legacy)
+    assert json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())["tokenizer_class"] == "LlamaTokenizer"
+
+
+def test_added_tokens_survive_saving_and_strip_spaces_around_them(tok, tmp_path, sp):
+    """4.31 stripped the spaces on both sides of an added token it held no AddedToken for (<im_patch>)."""
+    import copy
+
+    added = copy.deepcopy(tok)
+    assert added.add_tokens(["<im_patch>"], special_tokens=True) == 1
+    ids = added("a <im_patch> b").input_ids
+    assert ids == [BOS] + sp.encode("a") + [1000] + _strip_first(sp.encode("b"), sp)
+    added.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "added_tokens.json").read_text()) == {"<im_patch>": 1000}
+    assert load_tokenizer(tmp_path)("a <im_patch> b").input_ids == ids
