@@ -45,6 +45,17 @@ def llava_train_functions() -> types.SimpleNamespace:
     return types.SimpleNamespace(**{name: scope[name] for name in _PREPROCESS_FUNCTIONS})
 
 
+def llava_mmbench_is_none():
+    """LLaVA's ``is_none`` (llava/eval/model_vqa_mmbench.py), compiled alone: the file loads a model at import."""
+    import llava
+
+    tree = ast.parse((Path(llava.__file__).parent / "eval" / "model_vqa_mmbench.py").read_text())
+    keep = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "is_none"]
+    scope = {"math": __import__("math")}
+    exec(compile(ast.Module(body=keep, type_ignores=[]), "llava/eval/model_vqa_mmbench.py", "exec"), scope)
+    return scope["is_none"]
+
+
 def texts(tok, items):
     out = []
     for text in items:
@@ -86,6 +97,9 @@ def main(request_file, response_file):
         response["texts"] = texts(tok, request.get("texts", []))
         response["image_prompts"] = [mm_utils.tokenizer_image_token(p, tok) for p in request.get("image_prompts", [])]
         response["conversations"] = conversations(tok, request.get("conversations", []))
+    if "mmbench_cells" in request:  # JSON has no NaN: "__nan__" stands for float("nan")
+        is_none = llava_mmbench_is_none()
+        response["mmbench_is_none"] = [is_none(float("nan") if v == "__nan__" else v) for v in request["mmbench_cells"]]
     if "images" in request:
         response["pixels"] = pixels(request, Path(response_file).parent)
     Path(response_file).write_text(json.dumps(response))

@@ -246,10 +246,17 @@ def test_mmbench_record_fields():
     assert q.extra["options"] == ["cat", "dog", "cow"] and q.extra["option_char"] == ["A", "B", "C"]
 
 
-@pytest.mark.parametrize("hint", [None, float("nan"), "nan", "NaN", "none", "", "  "])
+@pytest.mark.parametrize("hint", [None, float("nan"), "nan", "NaN", "none"])
 def test_mmbench_empty_hints_are_dropped(hint):
     q = get_protocol("mmbench").from_record({**MMBENCH_RECORD, "hint": hint})
     assert q.hint is None
+
+
+def test_mmbench_whitespace_cells_are_kept_as_the_release_keeps_them():
+    """LLaVA's is_none keeps " " and "": a hint line of its own, and an option that counts (docs/protocol.md)."""
+    q = get_protocol("mmbench").from_record({**MMBENCH_RECORD, "hint": " ", "D": " "})
+    assert q.hint == " "
+    assert q.options[-1] == "D.  " and q.letters[-1] == "D"
 
 
 def test_mmbench_flags():

@@ -67,12 +67,13 @@ ORIGINAL_HUMAN = {
 }
 CANDIDATE = {"seed": "red", "gqa": "red", "textvqa": "Dakota Digital", "mmbench": "red"}
 # What the original labels: the box answer and "</s>", then the candidate (for MMBench after a
-# second "ASSISTANT:") and "</s>".
+# second "ASSISTANT:") and "</s>". Decoded as transformers 4.31 decodes, which puts a space before
+# the text ahead of the first special token.
 ORIGINAL_LABELLED_TEXT = {
-    "seed": BOX + "</s> red</s>",
-    "gqa": BOX + "</s> red</s>",
-    "textvqa": BOX + "</s> Dakota Digital</s>",
-    "mmbench": BOX + "</s> ASSISTANT: red</s>",
+    "seed": " " + BOX + "</s> red</s>",
+    "gqa": " " + BOX + "</s> red</s>",
+    "textvqa": " " + BOX + "</s> Dakota Digital</s>",
+    "mmbench": " " + BOX + "</s> ASSISTANT: red</s>",
 }
 
 
@@ -138,7 +139,7 @@ def test_candidate_rule_labels_only_the_candidate(tok, name):
 
     labelled = [t for t in labels.tolist() if t != IGNORE_INDEX]
     assert labelled == _body(tok, candidate) + [tok.eos_token_id]
-    assert tok.decode(labelled) == candidate + "</s>"
+    assert tok.decode(labelled) == " " + candidate + "</s>"  # 4.31 decodes a space before "</s>"-led text
     n = len(labelled)
     assert labels[-n:].tolist() == input_ids[-n:].tolist()  # the labelled tokens are the last ones
     assert (labels[:-n] == IGNORE_INDEX).all()
@@ -171,3 +172,19 @@ def test_scoring_refuses_what_it_cannot_score(tok):
             scoring_example(protocol, q, BOX, "red", tok, selection=selection)
     with pytest.raises(ValueError, match="unknown conv_mode"):
         scoring_example(protocol, q, BOX, "red", tok, conv_mode="nope")
+
+
+def test_original_scoring_with_an_unk_after_a_special_token_is_a_named_masking_error(tmp_path):
+    """legacy: false on a vocabulary without the stripped piece: "</s>USER" -> <unk> = pad. The release's
+    preprocess then masks every label (NaN loss, argmin -> the macro answer); ours raises, and the
+    pipeline keeps the macro answer with the reason (docs/protocol.md, difference 16)."""
+    from dualfocus.focus.protocols import get_protocol
+    from dualfocus.focus.scoring import scoring_example
+    from dualfocus.preprocess import LabelMaskingError
+    from dualfocus.tiny.tokenizer import train_llama_tokenizer, write_tokenizer_configs
+
+    tok = load_tokenizer(write_tokenizer_configs(train_llama_tokenizer(tmp_path / "t", legacy=True), legacy=False))
+    proto = get_protocol("seed")
+    q = proto.from_record({"question_id": 1, "image": "x", "text": "Colour?\nA. red\nB. blue"})
+    with pytest.raises(LabelMaskingError, match="tokenization mismatch"):
+        scoring_example(proto, q, "[0.1, 0.2, 0.3, 0.4]", "A", tok, selection="original")

@@ -141,12 +141,17 @@ def pick(decision: Decision, losses: Sequence[float] | None = None) -> tuple[str
 
 
 def _is_none(value) -> bool:
-    """An empty MMBench cell: None, NaN, "", or the strings "nan"/"none" (LLaVA's is_none, plus "")."""
+    """An empty MMBench cell, exactly as LLaVA's ``is_none``: None, NaN, or "nan"/"none" in any case.
+
+    A cell of spaces (or "") is content to the release: a hint line of its own, or an option
+    ("D.  ") that counts. We keep that (docs/protocol.md, "MMBench cells"); pandas reads an empty
+    TSV cell as NaN, so only hand-made files hold such cells.
+    """
     if value is None:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
-    return isinstance(value, str) and value.strip().lower() in ("", "nan", "none")
+    return isinstance(value, str) and value.lower() in ("nan", "none")
 
 
 def _field(record: Mapping, key: str, benchmark: str):
