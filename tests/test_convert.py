@@ -70,21 +70,36 @@ def test_llava_hf_loads_as_the_original(hf_dir, original):
     assert hf_processor.crop_size == processor.crop_size and hf_context_len == context_len
 
 
-def test_llava_hf_tokenizer_saved_by_transformers_tokenizes_as_llava(hf_dir, original, tiny_tokenizer_dir, tmp_path):
-    """llava-hf ships a transformers-saved tokenizer with `legacy: false`; loaded as is, text after
-    `</s>` and text starting with a space lose sentencepiece's "▁". The loader must undo that."""
-    from transformers import AutoTokenizer
-
+def test_llava_hf_tokenizer_config_with_added_tokens_decoder_tokenizes_as_llava(hf_dir, original, tmp_path):
+    """llava-hf ships tokenizer.model with `<image>` (and `<pad>`) in tokenizer_config.json's
+    added_tokens_decoder: they load at their ids, and prompts tokenize as the original's."""
     tokenizer = original[0]
     ckpt = tmp_path / "llava-hf"
-    shutil.copytree(hf_dir, ckpt, ignore=shutil.ignore_patterns("tokenizer*", "special_tokens_map.json"))
-    plain = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir))
-    plain.add_tokens(["<image>"], special_tokens=True)
-    plain.save_pretrained(str(ckpt))
-    assert plain(" hello").input_ids != tokenizer(" hello").input_ids  # the trap is real
+    shutil.copytree(hf_dir, ckpt)
+    cfg = json.loads((ckpt / "tokenizer_config.json").read_text())
+    n = tokenizer.vocab_size
+    cfg["added_tokens_decoder"] = {str(n): {"content": "<image>", "special": True},
+                                   str(n + 1): {"content": "<pad>", "special": True}}
+    cfg["pad_token"] = "<pad>"
+    (ckpt / "tokenizer_config.json").write_text(json.dumps(cfg))
+    special = json.loads((ckpt / "special_tokens_map.json").read_text())
+    (ckpt / "special_tokens_map.json").write_text(json.dumps({**special, "pad_token": "<pad>"}))
+    (ckpt / "added_tokens.json").unlink(missing_ok=True)
     hf_tokenizer = load(ckpt)[0]
+    assert (hf_tokenizer.convert_tokens_to_ids("<image>"), hf_tokenizer.pad_token_id) == (n, n + 1)
     assert tokenizer_image_token(PROMPT, hf_tokenizer) == tokenizer_image_token(PROMPT, tokenizer)
     assert hf_tokenizer(" hello").input_ids == tokenizer(" hello").input_ids
+
+
+def test_a_tokenizer_without_tokenizer_model_is_named(hf_dir, tmp_path):
+    """transformers 5 saves tokenizer.json alone; without the sentencepiece model there is nothing to
+    tokenize as the released stack did, so the loader says which file is missing."""
+    from dualfocus.model.tokenizer import TokenizerFileError
+
+    ckpt = tmp_path / "llava-hf"
+    shutil.copytree(hf_dir, ckpt, ignore=shutil.ignore_patterns("tokenizer.model"))
+    with pytest.raises(TokenizerFileError, match="no tokenizer.model"):
+        load(ckpt)
 
 
 def test_round_trip_is_lossless(hf_dir, tiny_checkpoint, original, tmp_path):

@@ -52,7 +52,7 @@ def _check_two_rounds(tok, template, instruction_1, instruction_2, answer_texts)
     assert (labels[keep] == ids[keep]).all()
     assert tok.convert_ids_to_tokens([ids[start_1].item()]) == ["▁["]
     texts = [tok.decode(ids[a:b].tolist()) for a, b in ((start_1, end_1), (start_2, end_2))]
-    assert texts == answer_texts
+    assert texts == [" " + t for t in answer_texts]  # 4.31's decode: a space before "</s>"-led text
     return ids, labels
 
 
@@ -79,7 +79,7 @@ def test_v1_without_images_masks_the_same_way(tok):
     ]
     out = preprocess(sources, tok, conv_templates["vicuna_v1"], has_image=False)
     ids, labels = out["input_ids"][0], out["labels"][0]
-    assert tok.decode(ids[labels != IGNORE_INDEX].tolist()) == "red</s>"
+    assert tok.decode(ids[labels != IGNORE_INDEX].tolist()) == " red</s>"
     with_image = preprocess(sources, tok, conv_templates["vicuna_v1"], has_image=True)
     assert with_image["labels"][0].tolist() == labels.tolist()
 
@@ -87,7 +87,7 @@ def test_v1_without_images_masks_the_same_way(tok):
 def test_first_turn_from_gpt_is_skipped(tok):
     sources = [[{"from": "gpt", "value": "ignored"}] + TWO_ROUNDS[:2]]
     out = preprocess(sources, tok, conv_templates["vicuna_v1"])
-    assert tok.decode(out["labels"][0][out["labels"][0] != IGNORE_INDEX].tolist()) == A1 + "</s>"
+    assert tok.decode(out["labels"][0][out["labels"][0] != IGNORE_INDEX].tolist()) == " " + A1 + "</s>"
 
 
 def test_plain_labels_the_caption_and_newline(tok):
@@ -105,17 +105,15 @@ def test_plain_takes_one_image_and_one_caption(tok):
         preprocess([copy.deepcopy(TWO_ROUNDS)], tok, conv_templates["plain"], record_id="p9")
 
 
-def test_mismatch_raises_with_record_and_lengths(tiny_tokenizer_dir):
-    """transformers 5's AutoTokenizer as is (legacy: false) tokenizes "</s>USER" as "US ER" (no "▁"),
-    so the second round no longer adds up: LLaVA would print a warning and mask everything."""
-    from transformers import AutoTokenizer
-
-    raw = AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir), use_fast=False)
-    raw.pad_token = raw.unk_token
+def test_mismatch_raises_with_record_and_lengths(tok):
+    """An answer holding "</s>" splits into an extra round, so the rounds no longer add up: LLaVA
+    printed a warning and masked everything (tests/test_fidelity.py runs it); we name it."""
+    bad = copy.deepcopy(TWO_ROUNDS)
+    bad[1]["value"] = A1 + "</s>USER: and?"
     with pytest.raises(
-        LabelMaskingError, match=r"conversation 'q-17'.* 1\d\d tokens .* 1\d\d tokens"
+        LabelMaskingError, match=r"conversation 'q-17'.* \d+ tokens .* \d+ tokens"
     ) as info:
-        preprocess([copy.deepcopy(TWO_ROUNDS)], raw, conv_templates["vicuna_v1"], record_id="q-17")
+        preprocess([bad], tok, conv_templates["vicuna_v1"], record_id="q-17")
     assert isinstance(info.value, ValueError)
 
 

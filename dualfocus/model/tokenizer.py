@@ -224,7 +224,7 @@ def load_tokenizer(path) -> LlamaTokenizer:
     """The tokenizer of a checkpoint directory, as transformers 4.31.0 loaded it (see the module doc).
 
     ``special_tokens_map.json`` overrides ``tokenizer_config.json`` (pad = ``<unk>`` in LLaVA's);
-    ``added_tokens.json`` adds tokens after the sentencepiece vocabulary, in id order.
+    added tokens come after the sentencepiece vocabulary at their saved ids.
     """
     path = Path(path)
     if not (path / "tokenizer.model").is_file():
@@ -239,8 +239,23 @@ def load_tokenizer(path) -> LlamaTokenizer:
             kwargs[key] = _token_content(special.get(key, config.get(key)))
     if isinstance(config.get("model_max_length"), int):
         kwargs["model_max_length"] = config["model_max_length"]
-    tokenizer = LlamaTokenizer(path / "tokenizer.model", **kwargs)
-    added = _read_json(path / "added_tokens.json")
-    if added:
-        tokenizer.add_tokens([t for t, _ in sorted(added.items(), key=lambda kv: kv[1])])
+    added = _saved_added_tokens(path, config)
+    tokenizer = LlamaTokenizer(path / "tokenizer.model", added_tokens_decoder=added, **kwargs)
+    past_vocab = sorted(i for i in added if i >= tokenizer.vocab_size)
+    if past_vocab != list(range(tokenizer.vocab_size, tokenizer.vocab_size + len(past_vocab))):
+        raise TokenizerFileError(f"{path}: added token ids {past_vocab} do not follow the "
+                                 f"{tokenizer.vocab_size}-piece vocabulary without a gap")
     return tokenizer
+
+
+def _saved_added_tokens(path: Path, config: dict) -> dict[int, AddedToken]:
+    """id -> token for tokens saved past the vocabulary: added_tokens.json (4.31's file) or
+    tokenizer_config.json's added_tokens_decoder (newer transformers, llava-hf's ``<image>``)."""
+    out = {}
+    for token_id, spec in config.get("added_tokens_decoder", {}).items():
+        out[int(token_id)] = AddedToken(spec["content"], lstrip=bool(spec.get("lstrip")),
+                                        rstrip=bool(spec.get("rstrip")), normalized=False,
+                                        special=bool(spec.get("special")))
+    for content, token_id in _read_json(path / "added_tokens.json").items():
+        out[int(token_id)] = AddedToken(content, lstrip=False, rstrip=False, normalized=False, special=False)
+    return out
