@@ -99,9 +99,10 @@ def test_full_finetune_reproduces_boxes_and_answers(tiny_checkpoint, data, tmp_p
     # the original layout: config.json (model_type llava), weights without the frozen tower
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model_type"] == "llava" and cfg["use_cache"] is True and cfg["image_aspect_ratio"] == "pad"
-    # the starting checkpoint's sentencepiece tokenizer, as released checkpoints carry it
-    for name in ("tokenizer.model", "tokenizer_config.json"):
-        assert (out / name).read_bytes() == (tiny_checkpoint / name).read_bytes(), name
+    # the starting checkpoint's sentencepiece tokenizer and its legacy flag, as released checkpoints carry them
+    assert (out / "tokenizer.model").read_bytes() == (tiny_checkpoint / "tokenizer.model").read_bytes()
+    saved, start = (json.loads((d / "tokenizer_config.json").read_text()) for d in (out, tiny_checkpoint))
+    assert (saved["tokenizer_class"], saved["legacy"]) == (start["tokenizer_class"], start["legacy"])
     assert not (out / "tokenizer.json").exists()
     records, results = run_pipeline(out, data)
     assert_reproduces(records, results)

@@ -13,14 +13,12 @@ import argparse
 import logging
 import os
 import pathlib
-import shutil
 import sys
 
 import torch
 
 from dualfocus.constants import DEFAULT_IMAGE_PATCH_TOKEN
 from dualfocus.conversation import conv_templates
-from dualfocus.model.builder import SENTENCEPIECE_FILES
 from dualfocus.train.arguments import parse_args
 from dualfocus.train.data import make_supervised_data_module
 from dualfocus.train.lora import add_lora, prepare_kbit, require_bitsandbytes
@@ -141,30 +139,7 @@ def train(argv: list[str] | None = None):
     trainer.train(resume_from_checkpoint=True if resume else None)
     trainer.save_state()
     trainer.save_model(training_args.output_dir)
-    full_checkpoint = not (training_args.lora_enable or model_args.tune_mm_mlp_adapter)  # not adapter-only outputs
-    if training_args.local_rank in (-1, 0) and full_checkpoint:
-        keep_sentencepiece_tokenizer(model_args.model_name_or_path, training_args.output_dir, len(tokenizer))
     return trainer
-
-
-def keep_sentencepiece_tokenizer(source: str, output_dir: str, vocab_size: int) -> bool:
-    """Give the output the starting checkpoint's sentencepiece tokenizer files, as released LLaVA
-    checkpoints carry them (transformers 5 saves a tokenizer as tokenizer.json alone, with its own
-    class name). Only when the source is a local folder with tokenizer.model and training added no
-    token (`--mm_use_im_patch_token`): then the files say exactly what was trained. Returns whether
-    the files were replaced."""
-    import sentencepiece as spm
-
-    src, out = pathlib.Path(source), pathlib.Path(output_dir)
-    if not (src / "tokenizer.model").is_file() or not out.is_dir():
-        return False
-    if spm.SentencePieceProcessor(model_file=str(src / "tokenizer.model")).get_piece_size() != vocab_size:
-        return False
-    for name in SENTENCEPIECE_FILES:
-        if (src / name).is_file():
-            shutil.copyfile(src / name, out / name)
-    (out / "tokenizer.json").unlink(missing_ok=True)
-    return True
 
 
 def main() -> None:
