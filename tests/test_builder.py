@@ -295,6 +295,55 @@ def test_index_naming_a_missing_shard(tmp_path, tiny_tokenizer_dir):
         load(ckpt)
 
 
+def _sharded_with_last_shard_named(tmp_path, tiny_tokenizer_dir, name):
+    ckpt = build_tiny_checkpoint(tmp_path / "sharded", tokenizer_dir=tiny_tokenizer_dir, max_shard_bytes=100_000)
+    index_file = ckpt / "model.safetensors.index.json"
+    index = json.loads(index_file.read_text())
+    last = sorted(index["weight_map"].values())[-1]
+    index["weight_map"] = {k: (name if v == last else v) for k, v in index["weight_map"].items()}
+    index_file.write_text(json.dumps(index))
+    return ckpt, last
+
+
+@pytest.mark.parametrize("name", ["../outside/x.safetensors", "/etc/hostname"])
+def test_index_naming_a_file_outside_the_checkpoint_is_refused(tmp_path, tiny_tokenizer_dir, name):
+    ckpt, last = _sharded_with_last_shard_named(tmp_path, tiny_tokenizer_dir, name)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (ckpt / last).rename(outside / "x.safetensors")  # a real shard there: only confinement refuses it
+    with pytest.raises(CheckpointError, match=rf"index\.json names weight file '{name}', which is not a plain "
+                                              r"file name inside .*sharded; refusing to read outside the checkpoint"):
+        load(ckpt)
+
+
+def test_shard_symlinked_outside_the_checkpoint_is_refused(tmp_path, tiny_tokenizer_dir):
+    ckpt, last = _sharded_with_last_shard_named(tmp_path, tiny_tokenizer_dir, "link.safetensors")
+    (ckpt / last).rename(tmp_path / "elsewhere.safetensors")
+    (ckpt / "link.safetensors").symlink_to(tmp_path / "elsewhere.safetensors")
+    with pytest.raises(CheckpointError, match=r"names link\.safetensors, a link to .*elsewhere\.safetensors outside "
+                                              r".*sharded; refusing to read outside the checkpoint"):
+        load(ckpt)
+
+
+def test_single_weight_file_symlinked_outside_is_refused(tiny_checkpoint, tmp_path):
+    ckpt = copy_checkpoint(tiny_checkpoint, tmp_path / "ckpt")
+    (ckpt / "model.safetensors").rename(tmp_path / "elsewhere.safetensors")
+    (ckpt / "model.safetensors").symlink_to(tmp_path / "elsewhere.safetensors")
+    with pytest.raises(CheckpointError, match=r"ckpt: model\.safetensors, a link to .* outside"):
+        load(ckpt)
+
+
+def test_symlinks_inside_the_checkpoint_and_hub_snapshots_load(tiny_checkpoint, tmp_path, reference):
+    """A hub cache: snapshots/<rev>/model.safetensors -> ../../blobs/<hash>, as huggingface_hub writes it."""
+    repo = tmp_path / "models--org--tiny"
+    snap = copy_checkpoint(tiny_checkpoint, repo / "snapshots" / "abc123")
+    (repo / "blobs").mkdir()
+    (snap / "model.safetensors").rename(repo / "blobs" / "deadbeef")
+    (snap / "model.safetensors").symlink_to("../../blobs/deadbeef")
+    _, model, _, _ = load(snap)
+    assert torch.equal(logits(model), reference)
+
+
 # -- options ------------------------------------------------------------------------------------------
 def _hide(monkeypatch, package):
     real = importlib.util.find_spec

@@ -21,7 +21,13 @@ import torch
 from accelerate import init_empty_weights
 from transformers import CLIPImageProcessor, CLIPVisionConfig
 
-from dualfocus.model.checkpoint_io import load_state_dict, save_state_dict, weight_files
+from dualfocus.model.checkpoint_io import (
+    CheckpointError,
+    confined,
+    load_state_dict,
+    save_state_dict,
+    weight_files,
+)
 from dualfocus.model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
 
 log = logging.getLogger(__name__)
@@ -34,10 +40,6 @@ SENTENCEPIECE_FILES = ("tokenizer.model", "tokenizer_config.json", "special_toke
 # Config keys that describe the file rather than the model.
 CONFIG_META_KEYS = ("model_type", "architectures", "transformers_version", "auto_map", "_name_or_path", "torch_dtype",
                     "dtype")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded, with the file and the reason."""
 
 
 # -- public API ---------------------------------------------------------------------------------
@@ -235,11 +237,12 @@ def _load_layout(layout: str, path: Path, base: Path | None, dtype: torch.dtype)
         raise CheckpointError(f"model_base {base}: no weights found")
     state = load_state_dict(base_files)
     if layout == "projector":
-        state.update(_projector_weights(path / "mm_projector.bin"))
+        state.update(_projector_weights(confined(path, "mm_projector.bin")))
         return _materialize(config, state, path, dtype)
     # lora: base weights + non-LoRA trainables (projector, maybe embeddings), then the adapter merged.
     extra = path / "non_lora_trainables.bin"
     if extra.is_file():
+        extra = confined(path, extra.name)
         state.update(_strip_peft_prefix(load_state_dict([extra])))
     model = _materialize(config, state, path, dtype, allow_missing_projector=not extra.is_file())
     return _merge_lora(model, path)
