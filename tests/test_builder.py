@@ -240,6 +240,17 @@ def test_vision_tower_that_does_not_exist(tiny_checkpoint, tmp_path):
         load(ckpt)
 
 
+def test_vision_tower_without_config_json_is_named(tiny_checkpoint, tmp_path):
+    """Not CLIP-L's defaults and a shape error: the folder and the missing file, by name."""
+    ckpt = copy_checkpoint(tiny_checkpoint, tmp_path / "ckpt")
+    clip = copy_checkpoint(tiny_checkpoint.parent / f"{tiny_checkpoint.name}-clip", tmp_path / "clip")
+    (clip / "config.json").unlink()
+    edit_config(ckpt, mm_vision_tower=str(clip))
+    with pytest.raises(CheckpointError, match=rf"vision tower {clip} \(mm_vision_tower in .*ckpt/config\.json\): "
+                                              r"missing config\.json; copy the CLIP tower's config\.json"):
+        load(ckpt)
+
+
 def test_truncated_safetensors(tiny_checkpoint, tmp_path):
     ckpt = copy_checkpoint(tiny_checkpoint, tmp_path / "ckpt")
     f = ckpt / "model.safetensors"

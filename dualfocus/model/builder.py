@@ -155,7 +155,13 @@ def llava_config(cfg: dict, checkpoint_dir: Path) -> LlavaLlamaConfig:
 
 
 def vision_config(tower: str | None, checkpoint_dir: Path) -> CLIPVisionConfig:
-    return CLIPVisionConfig.from_pretrained(str(vision_tower_dir(tower, checkpoint_dir)))
+    """The tower's own config.json; without it transformers would silently use CLIP-L's defaults."""
+    tower_dir = vision_tower_dir(tower, checkpoint_dir)
+    if not (tower_dir / "config.json").is_file():
+        raise CheckpointError(f"vision tower {tower_dir} (mm_vision_tower in {checkpoint_dir / 'config.json'}): "
+                              "missing config.json; copy the CLIP tower's config.json into that folder")
+    # A concrete class never runs a checkpoint's code; False says so to any future transformers.
+    return CLIPVisionConfig.from_pretrained(str(tower_dir), trust_remote_code=False)
 
 
 def vision_tower_dir(tower: str | None, checkpoint_dir: Path) -> Path:
