@@ -206,6 +206,44 @@ def test_missing_directory():
         load("./does-not-exist")
 
 
+@pytest.fixture()
+def no_hub(monkeypatch):
+    """Any call to the hub fails the test."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo_id, **kw: pytest.fail(f"the hub was asked for {repo_id!r}"))
+
+
+@pytest.mark.parametrize("name", ["checkpoints/zoom-modle", "./checkpoints/zoom-modle", "checkpoints/zoom-modle/",
+                                  "a/b/c", "~/no-such-folder/ckpt", "/no-such-folder/ckpt"])
+def test_a_path_with_a_typo_is_a_missing_directory_not_a_hub_id(tmp_path, monkeypatch, no_hub, name):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints" / "zoom-model").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=rf"checkpoint directory {name} does not exist.*; check the path"):
+        load(name)
+
+
+def test_a_typo_names_the_nearest_folder(tmp_path, monkeypatch, no_hub):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints" / "dualfocus-zoom-tiny").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"\(checkpoints has no dualfocus-zoom-tny; did you mean "
+                                                r"checkpoints/dualfocus-zoom-tiny\?\)"):
+        load("checkpoints/dualfocus-zoom-tny")
+
+
+def test_an_org_slash_name_without_such_a_local_folder_goes_to_the_hub(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kw: (_ for _ in ()).throw(
+        OSError(f"offline: {repo_id}\nsecond line")))
+    with pytest.raises(CheckpointError, match=r"^liuhaotian/llava-v1\.5-7b: no local directory of that name, and "
+                                              r"the Hugging Face hub could not provide it as a model id \(offline: "
+                                              r"liuhaotian/llava-v1\.5-7b\); check the path, or the id and the network$"):
+        load("liuhaotian/llava-v1.5-7b")
+
+
 def test_unknown_projector_type(tiny_checkpoint, tmp_path):
     ckpt = copy_checkpoint(tiny_checkpoint, tmp_path / "ckpt")
     edit_config(ckpt, mm_projector_type="mlp2x_relu")

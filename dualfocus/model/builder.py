@@ -10,6 +10,7 @@ Names of the model or the path are never consulted.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import json
 import logging
@@ -94,20 +95,46 @@ def load_pretrained_model(
 
 
 def resolve_path(model_path: str) -> Path:
-    """A local directory, or a hub id resolved the usual way (needs network and huggingface_hub)."""
+    """A local directory, or a hub id resolved the usual way (needs network and huggingface_hub).
+
+    A path-like argument (see `_path_like`) never goes to the hub: if missing, it is a missing directory.
+    """
     p = Path(os.path.expanduser(model_path))
     if p.is_dir():
         return p
     if p.exists():
         raise CheckpointError(f"{p}: is a file; a checkpoint is a directory")
-    if _looks_like_hub_id(model_path):
-        from huggingface_hub import snapshot_download
+    if _path_like(model_path) or not _looks_like_hub_id(model_path):
+        raise FileNotFoundError(f"checkpoint directory {model_path} does not exist{_nearest_hint(p)}; check the path")
+    from huggingface_hub import snapshot_download
 
-        try:
-            return Path(snapshot_download(model_path))
-        except Exception as e:  # noqa: BLE001 - hub errors vary; the message says which id failed
-            raise CheckpointError(f"{model_path}: not a local directory, and the hub could not provide it ({e})") from e
-    raise FileNotFoundError(f"checkpoint directory {model_path} does not exist")
+    try:
+        return Path(snapshot_download(model_path))
+    except Exception as e:  # noqa: BLE001 - hub errors vary; the message says which id failed
+        cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{model_path}: no local directory of that name, and the Hugging Face hub could not "
+                              f"provide it as a model id ({cause}); check the path, or the id and the network") from e
+
+
+def _path_like(name: str) -> bool:
+    """By shape (./x, ~/x, /x, x/, a/b/c) or because its first folder exists here (a/b with a/ here)."""
+    name = name.replace(os.sep, "/")
+    if name.startswith((".", "~", "/")) or name.endswith("/") or name.count("/") > 1:
+        return True
+    return "/" in name and Path(name.split("/")[0]).is_dir()
+
+
+def _nearest_hint(p: Path) -> str:
+    """' (in <folder>: did you mean <name>?)' from the deepest existing folder above `p`, else ''."""
+    parent = p.parent
+    while not parent.is_dir() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or parent == p:
+        return ""
+    wanted = p.relative_to(parent).parts[0] if p.is_relative_to(parent) else p.name
+    names = [c.name for c in parent.iterdir() if c.is_dir()]
+    close = difflib.get_close_matches(wanted, names, n=1, cutoff=0.6)
+    return f" ({parent} has no {wanted}; did you mean {parent / close[0]}?)" if close else f" ({parent} has no {wanted})"
 
 
 def detect_layout(path: Path, model_base: str | None) -> str:
@@ -170,7 +197,7 @@ def vision_tower_dir(tower: str | None, checkpoint_dir: Path) -> Path:
     for candidate in (Path(os.path.expanduser(tower)), checkpoint_dir / tower):
         if candidate.is_dir():
             return candidate
-    if _looks_like_hub_id(tower):
+    if _looks_like_hub_id(tower) and not _path_like(tower):
         return resolve_path(tower)
     raise FileNotFoundError(
         f"vision tower {tower!r} (mm_vision_tower in {checkpoint_dir / 'config.json'}) does not exist"
