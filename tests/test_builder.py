@@ -336,6 +336,29 @@ def test_bin_with_arbitrary_object_is_refused(tmp_path, tiny_tokenizer_dir):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("auto_class", ["AutoConfig", "AutoTokenizer", "AutoModelForCausalLM"])
+def test_checkpoint_code_is_never_run(tiny_checkpoint, tmp_path, monkeypatch, auto_class):
+    """auto_map + an unknown model_type: transformers would ask "run the custom code? [y/N]"; a user says y."""
+    ckpt = copy_checkpoint(tiny_checkpoint, tmp_path / "ckpt")
+    marker = tmp_path / "pwned"
+    (ckpt / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                  "from transformers import PretrainedConfig\n"
+                                  "class Evil(PretrainedConfig):\n    model_type = 'evil_llava'\n")
+    target = ["evil.Evil", None] if auto_class == "AutoTokenizer" else "evil.Evil"
+    edit_config(ckpt, model_type="evil_llava", auto_map={auto_class: target})
+    monkeypatch.setattr("builtins.input", lambda *a, **k: "y")
+    with pytest.raises(CheckpointError, match=r"ckpt/config\.json: model_type 'evil_llava' with auto_map is a model "
+                                              r"that needs its own Python code, which dualfocus never runs"):
+        load(ckpt)
+    assert not marker.exists()
+
+
+def test_trust_remote_code_true_is_refused_not_ignored(tiny_checkpoint):
+    with pytest.raises(ValueError, match=r"trust_remote_code=True: dualfocus builds its own LLaVA model and never "
+                                         r"runs a checkpoint's code; drop the option"):
+        load(tiny_checkpoint, trust_remote_code=True)
+
+
 def test_index_naming_a_missing_shard(tmp_path, tiny_tokenizer_dir):
     ckpt = build_tiny_checkpoint(tmp_path / "sharded", tokenizer_dir=tiny_tokenizer_dir, max_shard_bytes=100_000)
     shard = sorted(json.loads((ckpt / "model.safetensors.index.json").read_text())["weight_map"].values())[-1]

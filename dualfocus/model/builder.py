@@ -38,6 +38,8 @@ TOWER_PREFIX = "model.vision_tower.vision_tower."
 _IGNORED_KEYS = re.compile(r"rotary_emb\.inv_freq$|position_ids$")
 # A LLaVA checkpoint's sentencepiece tokenizer, as the released checkpoints carry it.
 SENTENCEPIECE_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
+# model_type values of LLaVA checkpoints (the release, LLaVA's code, llava-hf; old ones say llama).
+KNOWN_MODEL_TYPES = ("llava", "llava_llama", "llama")
 # Config keys that describe the file rather than the model.
 CONFIG_META_KEYS = ("model_type", "architectures", "transformers_version", "auto_map", "_name_or_path", "torch_dtype",
                     "dtype")
@@ -56,16 +58,17 @@ def load_pretrained_model(
     torch_dtype: torch.dtype | str | None = None,
     attn_implementation: str | None = None,
     use_flash_attn: bool = False,
-    trust_remote_code: bool = False,
     **kwargs,
 ):
     """Load a LLaVA-1.5 / DualFocus checkpoint; returns (tokenizer, model, image_processor, context_len).
 
     `model_name` is accepted for LLaVA compatibility and ignored: the layout is read from the files.
+    A checkpoint's own Python code (`auto_map`) is never run: there is no trust_remote_code.
     dtype: fp16 on GPU, fp32 on CPU unless `torch_dtype` says otherwise. Attention: sdpa, or
     flash_attention_2 (`use_flash_attn=True`, needs flash-attn), or eager.
     """
-    del model_name, kwargs  # accepted for LLaVA's signature; the layout decides
+    del model_name  # accepted for LLaVA's signature; the layout decides
+    _refuse_remote_code(kwargs)
     device = _resolve_device(device)
     dtype = _resolve_dtype(torch_dtype, device)
     attn = _resolve_attention(attn_implementation, use_flash_attn)
@@ -77,7 +80,7 @@ def load_pretrained_model(
     if layout == "hf":
         from dualfocus.model.convert import load_hf_checkpoint
 
-        model, tokenizer, image_processor = load_hf_checkpoint(path, dtype=dtype, trust_remote_code=trust_remote_code)
+        model, tokenizer, image_processor = load_hf_checkpoint(path, dtype=dtype)
     else:
         base = resolve_path(model_base) if model_base else None
         model = _load_layout(layout, path, base, dtype)
@@ -168,9 +171,14 @@ def read_config(path: Path) -> dict:
     if not f.is_file():
         raise CheckpointError(f"{path}: missing config.json")
     try:
-        return json.loads(f.read_text())
+        cfg = json.loads(f.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{f}: not valid JSON ({e})") from e
+    if cfg.get("auto_map") and cfg.get("model_type") not in KNOWN_MODEL_TYPES:
+        raise CheckpointError(f"{f}: model_type {cfg.get('model_type')!r} with auto_map is a model that needs its "
+                              "own Python code, which dualfocus never runs; use a LLaVA-1.5 checkpoint "
+                              "(model_type 'llava')")
+    return cfg
 
 
 def llava_config(cfg: dict, checkpoint_dir: Path) -> LlavaLlamaConfig:
@@ -384,6 +392,13 @@ def _merge_lora(model: LlavaLlamaForCausalLM, path: Path) -> LlavaLlamaForCausal
 
 
 # -- options --------------------------------------------------------------------------------------
+def _refuse_remote_code(kwargs: dict) -> None:
+    """LLaVA's callers pass extra options; trust_remote_code=True must not be dropped silently."""
+    if kwargs.get("trust_remote_code"):
+        raise ValueError("trust_remote_code=True: dualfocus builds its own LLaVA model and never runs a "
+                         "checkpoint's code; drop the option")
+
+
 def _resolve_device(device: str | torch.device) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
