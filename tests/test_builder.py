@@ -405,15 +405,23 @@ def test_single_weight_file_symlinked_outside_is_refused(tiny_checkpoint, tmp_pa
         load(ckpt)
 
 
-def test_symlinks_inside_the_checkpoint_and_hub_snapshots_load(tiny_checkpoint, tmp_path, reference):
-    """A hub cache: snapshots/<rev>/model.safetensors -> ../../blobs/<hash>, as huggingface_hub writes it."""
-    repo = tmp_path / "models--org--tiny"
-    snap = copy_checkpoint(tiny_checkpoint, repo / "snapshots" / "abc123")
-    (repo / "blobs").mkdir()
-    (snap / "model.safetensors").rename(repo / "blobs" / "deadbeef")
-    (snap / "model.safetensors").symlink_to("../../blobs/deadbeef")
-    _, model, _, _ = load(snap)
+def test_a_hub_snapshot_loads_and_the_same_layout_elsewhere_is_refused(tiny_checkpoint, tmp_path, monkeypatch,
+                                                                        reference):
+    """In the hub cache, snapshots/<rev>/model.safetensors -> ../../blobs/<hash> (as huggingface_hub
+    writes it) is allowed; the same links outside the cache are not (no decision by folder names)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    for cache in ("hub", "elsewhere"):
+        repo = tmp_path / cache / "models--org--tiny"
+        snap = copy_checkpoint(tiny_checkpoint, repo / "snapshots" / "abc123")
+        (repo / "blobs").mkdir()
+        (snap / "model.safetensors").rename(repo / "blobs" / "deadbeef")
+        (snap / "model.safetensors").symlink_to("../../blobs/deadbeef")
+    _, model, _, _ = load(tmp_path / "hub" / "models--org--tiny" / "snapshots" / "abc123")
     assert torch.equal(logits(model), reference)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors, a link to .*elsewhere.*deadbeef outside"):
+        load(tmp_path / "elsewhere" / "models--org--tiny" / "snapshots" / "abc123")
 
 
 # -- options ------------------------------------------------------------------------------------------

@@ -49,7 +49,8 @@ def weight_files(directory: str | os.PathLike) -> list[Path]:
 def confined(directory: Path, name: object, named_in: Path | None = None) -> Path:
     """`directory / name`, refused unless it resolves (symlinks followed) inside `directory`.
 
-    A hub snapshot's files are symlinks into the cache's `blobs/` beside `snapshots/`: allowed.
+    A checkpoint inside the Hugging Face cache may resolve anywhere in that cache: its snapshot's
+    files are links into the cache's `blobs/`.
     """
     where = f"{named_in} names" if named_in else f"{directory}:"
     if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
@@ -63,10 +64,11 @@ def confined(directory: Path, name: object, named_in: Path | None = None) -> Pat
 
 
 def _roots(directory: Path) -> list[Path]:
-    """Where a checkpoint's files may resolve: the directory, and a hub cache's blobs (snapshots/<rev>/)."""
-    real = directory.resolve()
-    blobs = real.parent.parent / "blobs"
-    return [real, blobs] if real.parent.name == "snapshots" and blobs.is_dir() else [real]
+    """Where a checkpoint's files may resolve: the directory; the hub cache too if it lies in it."""
+    from huggingface_hub import constants
+
+    real, cache = directory.resolve(), Path(constants.HF_HUB_CACHE).resolve()
+    return [real, cache] if real.is_relative_to(cache) else [real]
 
 
 def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
