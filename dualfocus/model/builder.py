@@ -128,15 +128,14 @@ def _path_like(name: str) -> bool:
 
 
 def _nearest_hint(p: Path) -> str:
-    """' (in <folder>: did you mean <name>?)' from the deepest existing folder above `p`, else ''."""
+    """' (<folder> has no <name>; did you mean <close name>?)' from the deepest existing folder above `p`."""
     parent = p.parent
     while not parent.is_dir() and parent != parent.parent:
         parent = parent.parent
-    if not parent.is_dir() or parent == p:
+    if not parent.is_dir():
         return ""
-    wanted = p.relative_to(parent).parts[0] if p.is_relative_to(parent) else p.name
-    names = [c.name for c in parent.iterdir() if c.is_dir()]
-    close = difflib.get_close_matches(wanted, names, n=1, cutoff=0.6)
+    wanted = p.parts[len(parent.parts)]
+    close = difflib.get_close_matches(wanted, [c.name for c in parent.iterdir() if c.is_dir()], n=1, cutoff=0.6)
     return f" ({parent} has no {wanted}; did you mean {parent / close[0]}?)" if close else f" ({parent} has no {wanted})"
 
 
