@@ -103,8 +103,9 @@ class Engine(ABC):
     def check_context(self, requests: Sequence[GenerationRequest | ScoringRequest]) -> None:
         """Refuse, before any forward, a request whose prompt + new tokens exceed max_position_embeddings.
 
-        The release does not truncate at inference (nor do we): past the last trained position the
-        answer is garbage, silently. New tokens count: their positions follow the prompt's, and
+        Past the model's positions an answer is garbage, silently; cutting the prompt instead (LLaVA-1.5's
+        splice cuts at tokenizer_model_max_length, also in `generate`) drops the question's end and its
+        "ASSISTANT:", so nothing is cut. New tokens count: their positions follow the prompt's, and
         refusing up front keeps the outcome independent of when the answer would stop.
         """
         limit = self.model.config.max_position_embeddings

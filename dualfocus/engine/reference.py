@@ -41,8 +41,8 @@ class ReferenceEngine(Engine):
     def _embed(self, ids: Sequence[int], images, labels: Sequence[int] | None = None):
         """(T,) ids with one marker per image -> (1, T', C) embeddings and (1, T') labels, never truncated.
 
-        LLaVA's splice also cuts at `tokenizer_model_max_length` (a training length); here
-        `check_context` has refused what does not fit, and nothing is cut.
+        The model's own splice also cuts at `tokenizer_model_max_length` (a training length, as LLaVA's);
+        here `check_context` has refused what does not fit the positions, and nothing is cut.
         """
         features = list(self.model.encode_images(self.pixel_values(images))) if images else []
         ids_t = torch.tensor(list(ids), device=self.device)
