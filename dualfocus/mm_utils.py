@@ -7,6 +7,7 @@ import binascii
 import io
 import os
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -37,7 +38,7 @@ def load_image(image_file, *, from_base64: bool = False, record_id=None) -> Imag
     try:
         with Image.open(source) as image:
             image.load()  # decode now: a truncated file fails here, not later in the processor
-            return image.convert("RGB")
+            return to_rgb(image, where)
     except FileNotFoundError as e:
         raise ImageLoadError(f"{where}: file not found") from e
     except Image.DecompressionBombError as e:
@@ -46,6 +47,51 @@ def load_image(image_file, *, from_base64: bool = False, record_id=None) -> Imag
         raise ImageLoadError(f"{where}: not a readable image ({e})") from e
     except OSError as e:  # permissions, a directory, truncated data, decoder errors
         raise ImageLoadError(f"{where}: cannot read image ({type(e).__name__}: {e})") from e
+
+
+# 16-bit greyscale modes; Pillow's convert("RGB") clips their values at 255 (a 16-bit PNG came out white).
+_UINT16_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def to_rgb(image: Image.Image, where: str = "image") -> Image.Image:
+    """Any PIL mode -> RGB, as the release for 8-bit modes, scaled (never clipped) for deeper ones.
+
+    8-bit modes (1, L, P, RGB, CMYK, YCbCr, and LA, PA, RGBA) go through `convert("RGB")` as LLaVA
+    does: alpha is dropped, not flattened on a background, so answers match the release's.
+    16-bit, 32-bit and float greyscale (I;16*, I, F) map linearly to 0..255 (see `_source_range`).
+    """
+    try:
+        if image.mode in _UINT16_MODES or image.mode in ("I", "F"):
+            return Image.fromarray(_to_uint8(np.asarray(image), image.mode)).convert("RGB")  # (H, W) uint8: L
+        return image.convert("RGB")
+    except ValueError as e:  # a mode Pillow cannot convert (e.g. LAB without a profile)
+        raise ImageLoadError(f"{where}: cannot convert PIL mode {image.mode} to RGB ({e})") from e
+
+
+def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """(H, W) 16/32-bit integers or floats -> (H, W) uint8, [lo, hi] mapped linearly to [0, 255]."""
+    a = values.astype(np.float64)
+    lo, hi = _source_range(a, mode)
+    a = np.nan_to_num(a, nan=lo, posinf=hi, neginf=lo)
+    scaled = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _source_range(a: np.ndarray, mode: str) -> tuple[float, float]:
+    """The values that become 0 and 255: the type's range where the data fit it, else the data's own.
+
+    I;16*: 0..65535. I: 0..65535 when the values fit (Pillow holds 16-bit files in mode I), else
+    min..max. F: 0..1 or 0..255 when the values fit (float images, Pillow's own F), else min..max.
+    """
+    if mode in _UINT16_MODES:
+        return 0.0, 65535.0
+    finite = a[np.isfinite(a)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    fits = [(0.0, 65535.0)] if mode == "I" else [(0.0, 1.0), (0.0, 255.0)]
+    for type_lo, type_hi in fits:
+        if type_lo <= lo and hi <= type_hi:
+            return type_lo, type_hi
+    return lo, hi
 
 
 def load_image_from_base64(image: str, record_id=None) -> Image.Image:

@@ -206,6 +206,44 @@ def test_missing_directory():
         load("./does-not-exist")
 
 
+@pytest.fixture()
+def no_hub(monkeypatch):
+    """Any call to the hub fails the test."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo_id, **kw: pytest.fail(f"the hub was asked for {repo_id!r}"))
+
+
+@pytest.mark.parametrize("name", ["checkpoints/zoom-modle", "./checkpoints/zoom-modle", "checkpoints/zoom-modle/",
+                                  "a/b/c", "~/no-such-folder/ckpt", "/no-such-folder/ckpt"])
+def test_a_path_with_a_typo_is_a_missing_directory_not_a_hub_id(tmp_path, monkeypatch, no_hub, name):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints" / "zoom-model").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=rf"checkpoint directory {name} does not exist.*; check the path"):
+        load(name)
+
+
+def test_a_typo_names_the_nearest_folder(tmp_path, monkeypatch, no_hub):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints" / "dualfocus-zoom-tiny").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"\(checkpoints has no dualfocus-zoom-tny; did you mean "
+                                                r"checkpoints/dualfocus-zoom-tiny\?\)"):
+        load("checkpoints/dualfocus-zoom-tny")
+
+
+def test_an_org_slash_name_without_such_a_local_folder_goes_to_the_hub(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kw: (_ for _ in ()).throw(
+        OSError(f"offline: {repo_id}\nsecond line")))
+    with pytest.raises(CheckpointError, match=r"^liuhaotian/llava-v1\.5-7b: no local directory of that name, and "
+                                              r"the Hugging Face hub could not provide it as a model id \(offline: "
+                                              r"liuhaotian/llava-v1\.5-7b\); check the path, or the id and the network$"):
+        load("liuhaotian/llava-v1.5-7b")
+
+
 def test_unknown_projector_type(tiny_checkpoint, tmp_path):
     ckpt = copy_checkpoint(tiny_checkpoint, tmp_path / "ckpt")
     edit_config(ckpt, mm_projector_type="mlp2x_relu")
@@ -237,6 +275,17 @@ def test_vision_tower_that_does_not_exist(tiny_checkpoint, tmp_path):
     missing = str(tmp_path / "no-such-clip")
     edit_config(ckpt, mm_vision_tower=missing)
     with pytest.raises(FileNotFoundError, match=rf"vision tower '{missing}' \(mm_vision_tower in .*config\.json\) does not exist"):
+        load(ckpt)
+
+
+def test_vision_tower_without_config_json_is_named(tiny_checkpoint, tmp_path):
+    """Not CLIP-L's defaults and a shape error: the folder and the missing file, by name."""
+    ckpt = copy_checkpoint(tiny_checkpoint, tmp_path / "ckpt")
+    clip = copy_checkpoint(tiny_checkpoint.parent / f"{tiny_checkpoint.name}-clip", tmp_path / "clip")
+    (clip / "config.json").unlink()
+    edit_config(ckpt, mm_vision_tower=str(clip))
+    with pytest.raises(CheckpointError, match=rf"vision tower {clip} \(mm_vision_tower in .*ckpt/config\.json\): "
+                                              r"missing config\.json; copy the CLIP tower's config\.json"):
         load(ckpt)
 
 
@@ -287,12 +336,92 @@ def test_bin_with_arbitrary_object_is_refused(tmp_path, tiny_tokenizer_dir):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("auto_class", ["AutoConfig", "AutoTokenizer", "AutoModelForCausalLM"])
+def test_checkpoint_code_is_never_run(tiny_checkpoint, tmp_path, monkeypatch, auto_class):
+    """auto_map + an unknown model_type: transformers would ask "run the custom code? [y/N]"; a user says y."""
+    ckpt = copy_checkpoint(tiny_checkpoint, tmp_path / "ckpt")
+    marker = tmp_path / "pwned"
+    (ckpt / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                  "from transformers import PretrainedConfig\n"
+                                  "class Evil(PretrainedConfig):\n    model_type = 'evil_llava'\n")
+    target = ["evil.Evil", None] if auto_class == "AutoTokenizer" else "evil.Evil"
+    edit_config(ckpt, model_type="evil_llava", auto_map={auto_class: target})
+    monkeypatch.setattr("builtins.input", lambda *a, **k: "y")
+    with pytest.raises(CheckpointError, match=r"ckpt/config\.json: model_type 'evil_llava' with auto_map is a model "
+                                              r"that needs its own Python code, which dualfocus never runs"):
+        load(ckpt)
+    assert not marker.exists()
+
+
+def test_trust_remote_code_true_is_refused_not_ignored(tiny_checkpoint):
+    with pytest.raises(ValueError, match=r"trust_remote_code=True: dualfocus builds its own LLaVA model and never "
+                                         r"runs a checkpoint's code; drop the option"):
+        load(tiny_checkpoint, trust_remote_code=True)
+
+
 def test_index_naming_a_missing_shard(tmp_path, tiny_tokenizer_dir):
     ckpt = build_tiny_checkpoint(tmp_path / "sharded", tokenizer_dir=tiny_tokenizer_dir, max_shard_bytes=100_000)
     shard = sorted(json.loads((ckpt / "model.safetensors.index.json").read_text())["weight_map"].values())[-1]
     (ckpt / shard).unlink()
     with pytest.raises(FileNotFoundError, match=rf"index\.json names shard\(s\) that do not exist: {shard}"):
         load(ckpt)
+
+
+def _sharded_with_last_shard_named(tmp_path, tiny_tokenizer_dir, name):
+    ckpt = build_tiny_checkpoint(tmp_path / "sharded", tokenizer_dir=tiny_tokenizer_dir, max_shard_bytes=100_000)
+    index_file = ckpt / "model.safetensors.index.json"
+    index = json.loads(index_file.read_text())
+    last = sorted(index["weight_map"].values())[-1]
+    index["weight_map"] = {k: (name if v == last else v) for k, v in index["weight_map"].items()}
+    index_file.write_text(json.dumps(index))
+    return ckpt, last
+
+
+@pytest.mark.parametrize("name", ["../outside/x.safetensors", "/etc/hostname"])
+def test_index_naming_a_file_outside_the_checkpoint_is_refused(tmp_path, tiny_tokenizer_dir, name):
+    ckpt, last = _sharded_with_last_shard_named(tmp_path, tiny_tokenizer_dir, name)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (ckpt / last).rename(outside / "x.safetensors")  # a real shard there: only confinement refuses it
+    with pytest.raises(CheckpointError, match=rf"index\.json names weight file '{name}', which is not a plain "
+                                              r"file name inside .*sharded; refusing to read outside the checkpoint"):
+        load(ckpt)
+
+
+def test_shard_symlinked_outside_the_checkpoint_is_refused(tmp_path, tiny_tokenizer_dir):
+    ckpt, last = _sharded_with_last_shard_named(tmp_path, tiny_tokenizer_dir, "link.safetensors")
+    (ckpt / last).rename(tmp_path / "elsewhere.safetensors")
+    (ckpt / "link.safetensors").symlink_to(tmp_path / "elsewhere.safetensors")
+    with pytest.raises(CheckpointError, match=r"names link\.safetensors, a link to .*elsewhere\.safetensors outside "
+                                              r".*sharded; refusing to read outside the checkpoint"):
+        load(ckpt)
+
+
+def test_single_weight_file_symlinked_outside_is_refused(tiny_checkpoint, tmp_path):
+    ckpt = copy_checkpoint(tiny_checkpoint, tmp_path / "ckpt")
+    (ckpt / "model.safetensors").rename(tmp_path / "elsewhere.safetensors")
+    (ckpt / "model.safetensors").symlink_to(tmp_path / "elsewhere.safetensors")
+    with pytest.raises(CheckpointError, match=r"ckpt: model\.safetensors, a link to .* outside"):
+        load(ckpt)
+
+
+def test_a_hub_snapshot_loads_and_the_same_layout_elsewhere_is_refused(tiny_checkpoint, tmp_path, monkeypatch,
+                                                                        reference):
+    """In the hub cache, snapshots/<rev>/model.safetensors -> ../../blobs/<hash> (as huggingface_hub
+    writes it) is allowed; the same links outside the cache are not (no decision by folder names)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    for cache in ("hub", "elsewhere"):
+        repo = tmp_path / cache / "models--org--tiny"
+        snap = copy_checkpoint(tiny_checkpoint, repo / "snapshots" / "abc123")
+        (repo / "blobs").mkdir()
+        (snap / "model.safetensors").rename(repo / "blobs" / "deadbeef")
+        (snap / "model.safetensors").symlink_to("../../blobs/deadbeef")
+    _, model, _, _ = load(tmp_path / "hub" / "models--org--tiny" / "snapshots" / "abc123")
+    assert torch.equal(logits(model), reference)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors, a link to .*elsewhere.*deadbeef outside"):
+        load(tmp_path / "elsewhere" / "models--org--tiny" / "snapshots" / "abc123")
 
 
 # -- options ------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ parent. Hints (`group`, `parent`) never change a result.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ from PIL import Image
 
 from dualfocus.constants import IGNORE_INDEX
 from dualfocus.conversation import conv_templates
-from dualfocus.engine.base import GenerationRequest, SamplingParams, ScoringRequest
+from dualfocus.engine.base import ContextLengthError, GenerationRequest, SamplingParams, ScoringRequest
 from dualfocus.engine.fast import FastEngine
 from dualfocus.engine.reference import ReferenceEngine
 from dualfocus.mm_utils import tokenizer_image_token
@@ -304,3 +306,77 @@ def test_scoring_labels_must_be_the_input_ids(engines):
         fast.loglikelihood([ScoringRequest(ids, labels, [IMAGES["a"]])])
     with pytest.raises(ValueError, match="differ in length"):
         fast.loglikelihood([ScoringRequest(ids, labels[:-1], [IMAGES["a"]])])
+
+
+# -- the model's positions -------------------------------------------------------------------------
+LIMIT = 64  # max_position_embeddings of the `short` model; its tokenizer_model_max_length is 16
+
+
+@pytest.fixture(scope="module")
+def short(tmp_path_factory, tiny_tokenizer_dir):
+    """(fast, reference) on a tiny model of 64 positions whose config also says tokenizer_model_max_length=16."""
+    import json
+
+    path = build_tiny_checkpoint(tmp_path_factory.mktemp("short") / "llava", spec=TinySpec(max_position_embeddings=LIMIT),
+                                 seed=7, tokenizer_dir=tiny_tokenizer_dir)
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**cfg, "tokenizer_model_max_length": 16}))
+    tokenizer, model, image_processor, _ = load_pretrained_model(str(path), None, None, device="cpu")
+    return FastEngine(model, tokenizer, image_processor), ReferenceEngine(model, tokenizer, image_processor)
+
+
+def positions(engine, prompt: str) -> int:
+    return len(tokenizer_image_token(prompt, engine.tokenizer)) - 1 + engine.model.model.vision_tower.num_tokens
+
+
+def fitting_prompt(engine, room: int) -> str:
+    """A one-image prompt leaving exactly `room` positions free."""
+    words = ["red"]
+    while positions(engine, chat("<image>\n" + " ".join(words + ["red"]))) <= LIMIT - room:
+        words.append("red")
+    prompt = chat("<image>\n" + " ".join(words))
+    assert positions(engine, prompt) == LIMIT - room, "the tiny tokenizer gives one token per ' red'"
+    return prompt
+
+
+def test_a_prompt_past_tokenizer_model_max_length_is_not_truncated(short):
+    """LLaVA's splice cuts at tokenizer_model_max_length (16 here); the engines do not, and agree."""
+    fast, ref = short
+    request = GenerationRequest(fitting_prompt(fast, 6), [IMAGES["a"]], greedy(6, ignore_eos=True))
+    assert positions(fast, request.prompt) > 16
+    assert [g.token_ids for g in ref.generate([request])] == [g.token_ids for g in fast.generate([request])]
+
+
+@pytest.mark.parametrize("verb", ["generate", "loglikelihood"])
+def test_both_engines_refuse_past_the_positions_before_any_forward(short, monkeypatch, verb):
+    fast, ref = short
+    prompt = fitting_prompt(fast, 6)
+    if verb == "generate":  # 58 prompt positions + 7 new tokens: one too many
+        requests = [GenerationRequest(chat("<image>\nOK?"), [IMAGES["b"]], greedy(2)),
+                    GenerationRequest(prompt, [IMAGES["a"]], greedy(7))]
+        expected = r"a prompt of 58 positions \(1 image\(s\) of 4 each\) \+ 7 new tokens"
+    else:  # 65 positions, nothing generated
+        ids = tokenizer_image_token(prompt + " red" * 7, fast.tokenizer)
+        requests = [ScoringRequest(ids, ids, [IMAGES["a"]])]
+        expected = r"a prompt of 65 positions \(1 image\(s\) of 4 each\) \+ 0 new tokens"
+    model = fast.model
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("a forward ran")
+
+    monkeypatch.setattr(model, "encode_images", no_forward)
+    monkeypatch.setattr(model.model.embed_tokens, "forward", no_forward)
+    messages = []
+    for engine in (fast, ref):
+        with pytest.raises(ContextLengthError) as info:
+            getattr(engine, verb)(requests)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    assert re.fullmatch(expected + r" exceeds the model's 64 positions \(max_position_embeddings\); shorten the "
+                                   r"question", messages[0])
+
+
+def test_a_request_that_exactly_fits_is_answered(short):
+    fast, ref = short
+    request = GenerationRequest(fitting_prompt(fast, 6), [IMAGES["a"]], greedy(6, ignore_eos=True))
+    assert len(fast.generate([request])[0].token_ids) == len(ref.generate([request])[0].token_ids) == 6

@@ -102,6 +102,67 @@ def test_load_image_path_and_base64_convert_to_rgb(tmp_path):
     assert load_image_from_base64(b64).size == (2, 3)
 
 
+RAMP = np.linspace(0.0, 1.0, 256).reshape(16, 16)  # mean 0.5: mean 127.5 once in 8 bits
+
+
+def _palette(mode, transparency=None):
+    im = Image.new(mode, (4, 4), 1 if mode == "P" else (1, 200))
+    im.putpalette([0, 0, 0, 10, 20, 30])
+    if transparency is not None:
+        im.info["transparency"] = transparency
+    return im
+
+
+def _half_set():
+    im = Image.new("1", (4, 4), 0)
+    im.paste(1, (0, 0, 4, 2))
+    return im
+
+
+# mode -> (image in that mode, the 8-bit mean load_image must give). 8-bit modes as LLaVA's
+# convert("RGB") (alpha dropped, not flattened); deeper ones scaled to 0..255, never clipped.
+MODE_CASES = {
+    "1": (_half_set, 127.5),
+    "L": (lambda: Image.new("L", (4, 4), 77), 77),
+    "LA": (lambda: Image.new("LA", (4, 4), (100, 0)), 100),
+    "P": (lambda: _palette("P"), 20),
+    "P+transparency": (lambda: _palette("P", transparency=1), 20),
+    "PA": (lambda: _palette("PA"), 20),
+    "RGB": (lambda: Image.new("RGB", (4, 4), (200, 100, 50)), 350 / 3),
+    "RGBA": (lambda: Image.new("RGBA", (4, 4), (200, 100, 50, 0)), 350 / 3),
+    "CMYK": (lambda: Image.new("CMYK", (4, 4), (50, 100, 150, 0)), (205 + 155 + 105) / 3),
+    "YCbCr": (lambda: Image.new("YCbCr", (4, 4), (128, 128, 128)), 128),
+    "I;16": (lambda: Image.fromarray((RAMP * 65535).round().astype(np.uint16)), 127.5),
+    "I;16B": (lambda: Image.fromarray((RAMP * 65535).round().astype(">u2")), 127.5),
+    "I (16-bit values)": (lambda: Image.fromarray((RAMP * 65535).round().astype(np.int32)), 127.5),
+    "I (32-bit values)": (lambda: Image.fromarray((RAMP * 3e9 - 1e9).astype(np.int32)), 127.5),
+    "F (0..1)": (lambda: Image.fromarray(RAMP.astype(np.float32)), 127.5),
+    "F (0..255)": (lambda: Image.fromarray((RAMP * 255).astype(np.float32)), 127.5),
+    "F (any range)": (lambda: Image.fromarray((RAMP * 1000 - 300).astype(np.float32)), 127.5),
+}
+
+
+@pytest.mark.parametrize("case", MODE_CASES)
+def test_load_image_converts_every_mode_to_rgb_by_its_range(tmp_path, case):
+    make, mean = MODE_CASES[case]
+    image = make()
+    path = tmp_path / "image.tiff"  # TIFF keeps every one of these modes
+    image.save(path)
+    with Image.open(path) as back:
+        assert back.mode == image.mode
+    rgb = load_image(path)
+    assert rgb.mode == "RGB" and rgb.size == image.size
+    assert np.asarray(rgb, dtype=np.float64).mean() == pytest.approx(mean, abs=0.5)
+
+
+def test_a_16_bit_png_is_not_read_as_white(tmp_path):
+    """The reported case: 16-bit greyscale PNG, mean 119 in 8 bits, was read as 254."""
+    values = np.full((8, 8), 119 * 257, dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)
+    assert np.asarray(load_image(path)).mean() == 119
+
+
 def test_load_image_missing_file(tmp_path):
     path = tmp_path / "nope.jpg"
     with pytest.raises(ImageLoadError, match=r"nope\.jpg: file not found"):

@@ -270,3 +270,27 @@ def test_a_nan_loss_does_not_stop_the_batch(engines):
     assert bad.error is not None and "NaN" in bad.error
     assert bad.answer == bad.macro_answer == "yes"
     assert results["t1"].choice in ("scored_macro", "scored_micro") and results["t1"].error is None
+
+
+@pytest.mark.parametrize("engine_name", ["fast", "reference"])
+def test_a_question_past_the_models_positions_is_an_error_record(engines, tmp_path, engine_name):
+    """Refused by the engine before any forward; the runner writes it as that question's error
+    record, and the other questions of its batch are answered."""
+    from dualfocus.eval.benchmarks import get_benchmark
+    from dualfocus.eval.runner import read_answer_file, run_benchmark
+
+    own = [c for c in CASES if c.benchmark == "textvqa"][:3]
+    rows = []
+    for c in own:
+        c.image().save(tmp_path / f"{c.question_id}.png")
+        rows.append({"question_id": c.question_id, "image": f"{c.question_id}.png", "text": c.text})
+    long_text = "What is written on the sign? " * 800  # > 4096 positions with the tiny tokenizer
+    rows.insert(1, {"question_id": "long", "image": f"{own[0].question_id}.png", "text": long_text})
+    out = tmp_path / "answers.jsonl"
+    run_benchmark(DualFocus(engines[engine_name], get_protocol("textvqa"), config()), get_benchmark("textvqa"),
+                  rows, str(out), image_folder=str(tmp_path), batch_size=4, progress=False)
+    records = {r["question_id"]: r for r in read_answer_file(str(out))}
+    assert records["long"]["error"].startswith("pipeline: ContextLengthError: a prompt of ")
+    assert "exceeds the model's 4096 positions (max_position_embeddings); shorten the question" in records["long"]["error"]
+    for c in own:
+        assert "error" not in records[c.question_id] and records[c.question_id]["metadata"]["macro_raw"] == c.macro

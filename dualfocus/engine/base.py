@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from dualfocus.mm_utils import process_images
+from dualfocus.constants import IMAGE_TOKEN_INDEX
+from dualfocus.mm_utils import process_images, tokenizer_image_token
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ class Score:
     n_tokens: int
 
 
+class ContextLengthError(ValueError):
+    """A request that does not fit the model's positions, refused before any forward."""
+
+
 class Engine(ABC):
     """Holds a loaded model; subclasses implement the two verbs."""
 
@@ -89,12 +94,45 @@ class Engine(ABC):
             return torch.empty(0, 3, size, size, device=vt.device, dtype=vt.dtype)
         return process_images(list(images), self.image_processor, self.model.config).to(vt.device, vt.dtype)
 
+    def request_ids(self, req: GenerationRequest | ScoringRequest) -> list[int]:
+        """Token ids with one IMAGE_TOKEN_INDEX per image."""
+        if isinstance(req, ScoringRequest):
+            return list(req.input_ids)
+        return tokenizer_image_token(req.prompt, self.tokenizer)
+
+    def check_context(self, requests: Sequence[GenerationRequest | ScoringRequest]) -> None:
+        """Refuse, before any forward, a request whose prompt + new tokens exceed max_position_embeddings.
+
+        Past the model's positions an answer is garbage, silently; cutting the prompt instead (LLaVA-1.5's
+        splice cuts at tokenizer_model_max_length, also in `generate`) drops the question's end and its
+        "ASSISTANT:", so nothing is cut. New tokens count: their positions follow the prompt's, and
+        refusing up front keeps the outcome independent of when the answer would stop.
+        """
+        limit = self.model.config.max_position_embeddings
+        n_img = self.model.model.vision_tower.num_tokens
+        for req in requests:
+            ids = self.request_ids(req)
+            images = sum(1 for t in ids if t == IMAGE_TOKEN_INDEX)
+            prompt, new = len(ids) + images * (n_img - 1), max_new_tokens(req)
+            if prompt + new > limit:
+                raise ContextLengthError(
+                    f"a prompt of {prompt} positions ({images} image(s) of {n_img} each) + {new} new tokens exceeds "
+                    f"the model's {limit} positions (max_position_embeddings); shorten the question")
+
     def decode(self, token_ids: Sequence[int]) -> str:
         """LLaVA's post-processing: skip special tokens, strip, drop a trailing stop string."""
         text = self.tokenizer.decode(list(token_ids), skip_special_tokens=True).strip()
         if self.stop_str and text.endswith(self.stop_str):
             text = text[: -len(self.stop_str)]
         return text.strip()
+
+
+def max_new_tokens(req: GenerationRequest | ScoringRequest) -> int:
+    """Most tokens a request can generate (scoring requests: none)."""
+    params = getattr(req, "params", None)
+    if params is None:
+        return 0
+    return len(params.forced) if params.forced else params.max_new_tokens
 
 
 def pick_tokens(logits: torch.Tensor, params: Sequence[SamplingParams], steps: Sequence[int], generators) -> list[int]:

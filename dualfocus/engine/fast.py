@@ -31,9 +31,9 @@ from dualfocus.engine.base import (
     Score,
     ScoringRequest,
     is_finished,
+    max_new_tokens,
     pick_tokens,
 )
-from dualfocus.mm_utils import tokenizer_image_token
 
 # transformers renamed the layers' `past_key_values` argument to `cache` (5.2x).
 LAYER_CACHE_KWARG = "cache" if "cache" in inspect.signature(LlamaDecoderLayer.forward).parameters else "past_key_values"
@@ -148,6 +148,7 @@ class FastEngine(Engine):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         if not requests:
             return []
+        self.check_context(requests)
         state, leaves, hidden, cols = self._place(requests, labels=None)
         tokens = self._decode(state, leaves, [r.params for r in requests], hidden, cols)
         return [Generation(self.decode(t), t, Handle(state, *leaf)) for t, leaf in zip(tokens, leaves)]
@@ -156,6 +157,7 @@ class FastEngine(Engine):
     def loglikelihood(self, requests: Sequence[ScoringRequest]) -> list[Score]:
         if not requests:
             return []
+        self.check_context(requests)
         labels = [self._label_units(r) for r in requests]
         state, leaves, _, _ = self._place(requests, labels)
         scores = [self._score(state, leaf, lab) for leaf, lab in zip(leaves, labels)]
@@ -188,8 +190,8 @@ class FastEngine(Engine):
             # Reserve these prompts and their generations, then one more turn with an image and its
             # generation (DualFocus's micro turn) and a little scoring: growing later copies the cache.
             n_img = self.model.model.vision_tower.num_tokens
-            longest = max(len(self._ids(r)) for r in requests)
-            new_tokens = max(_new_tokens(r) for r in requests)
+            longest = max(len(self.request_ids(r)) for r in requests)
+            new_tokens = max(max_new_tokens(r) for r in requests)
             reserve = 2 * (longest + n_img) + 3 * new_tokens + 64
             state = TreeState(len(groups), self.device, n_img, len(self.model.model.layers), reserve)
         self._register_images(state, requests)
@@ -255,13 +257,9 @@ class FastEngine(Engine):
         feats = torch.cat(feats)  # (n_new, num_tokens, C)
         state.features = feats if state.features is None else torch.cat([state.features, feats])
 
-    def _ids(self, req) -> list[int]:
-        """Token ids with one IMAGE_TOKEN_INDEX per image."""
-        return list(req.input_ids) if isinstance(req, ScoringRequest) else tokenizer_image_token(req.prompt, self.tokenizer)
-
     def _units(self, state: TreeState, req) -> list[int]:
         """Token ids with each image marker expanded to that image's patch units."""
-        ids = self._ids(req)
+        ids = self.request_ids(req)
         n_markers = sum(1 for t in ids if t == IMAGE_TOKEN_INDEX)
         if n_markers != len(req.images):
             raise ValueError(f"prompt has {n_markers} <image> markers but {len(req.images)} images were given")
@@ -454,14 +452,6 @@ class FastEngine(Engine):
             return None
         n = len(picked)
         return Score(-sum(picked) / n if n else float("nan"), n)
-
-
-def _new_tokens(req) -> int:
-    """Most tokens a request can generate (scoring requests: none)."""
-    params = getattr(req, "params", None)
-    if params is None:
-        return 0
-    return len(params.forced) if params.forced else params.max_new_tokens
 
 
 def _is_image_unit(unit: int) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from transformers import DynamicCache
 
-from dualfocus.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from dualfocus.constants import IGNORE_INDEX
 from dualfocus.engine.base import (
     Engine,
     Generation,
@@ -24,22 +24,31 @@ from dualfocus.engine.base import (
     is_finished,
     pick_tokens,
 )
-from dualfocus.mm_utils import tokenizer_image_token
 from dualfocus.model.llava_llama import CACHE_KWARG
 
 
 class ReferenceEngine(Engine):
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        self.check_context(requests)
         out = []
         for req in requests:
-            ids = torch.tensor([tokenizer_image_token(req.prompt, self.tokenizer)], device=self.device)
-            embeds, _, _, _ = self.model.prepare_inputs_labels_for_multimodal(
-                ids, None, None, self.pixel_values(req.images)
-            )
+            embeds, _ = self._embed(self.request_ids(req), req.images)
             tokens = self._decode(embeds, req.params)
             out.append(Generation(self.decode(tokens), tokens))
         return out
+
+    def _embed(self, ids: Sequence[int], images, labels: Sequence[int] | None = None):
+        """(T,) ids with one marker per image -> (1, T', C) embeddings and (1, T') labels, never truncated.
+
+        The model's own splice also cuts at `tokenizer_model_max_length` (a training length, as LLaVA's);
+        here `check_context` has refused what does not fit the positions, and nothing is cut.
+        """
+        features = list(self.model.encode_images(self.pixel_values(images))) if images else []
+        ids_t = torch.tensor(list(ids), device=self.device)
+        labels_t = torch.tensor(list(labels), device=self.device) if labels is not None else None
+        embeds, labels_t = self.model.splice_image_features(ids_t, features, labels_t)
+        return embeds[None], (labels_t[None] if labels_t is not None else None)
 
     def _decode(self, embeds: torch.Tensor, params: SamplingParams) -> list[int]:
         """Prefill the prompt, then one token at a time with a KV cache (as LLaVA's generate)."""
@@ -57,12 +66,14 @@ class ReferenceEngine(Engine):
 
     @torch.inference_mode()
     def loglikelihood(self, requests: Sequence[ScoringRequest]) -> list[Score]:
+        self.check_context(requests)
         out = []
         for req in requests:
-            ids = torch.tensor([list(req.input_ids)], device=self.device)
-            labels = torch.tensor([list(req.labels)], device=self.device)
-            result = self.model(input_ids=ids, labels=labels, images=self.pixel_values(req.images), reduction="none")
-            # An image marker's label is replaced by IGNORE_INDEX when its features are spliced in.
-            n = int(((labels[:, 1:] != IGNORE_INDEX) & (labels[:, 1:] != IMAGE_TOKEN_INDEX)).sum())
+            if len(req.labels) != len(req.input_ids):
+                raise ValueError(f"labels ({len(req.labels)}) and input_ids ({len(req.input_ids)}) differ in length")
+            embeds, labels = self._embed(req.input_ids, req.images, req.labels)
+            result = self.model(inputs_embeds=embeds, labels=labels, reduction="none")
+            # An image marker's label is IGNORE_INDEX once its features are spliced in.
+            n = int((labels[:, 1:] != IGNORE_INDEX).sum())
             out.append(Score(float(result.loss[0]), n))
         return out

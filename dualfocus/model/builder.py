@@ -10,6 +10,7 @@ Names of the model or the path are never consulted.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import json
 import logging
@@ -22,7 +23,13 @@ from accelerate import init_empty_weights
 from transformers import CLIPVisionConfig
 
 from dualfocus.model import tokenizer as tokenizer_io
-from dualfocus.model.checkpoint_io import load_state_dict, save_state_dict, weight_files
+from dualfocus.model.checkpoint_io import (
+    CheckpointError,
+    confined,
+    load_state_dict,
+    save_state_dict,
+    weight_files,
+)
 from dualfocus.model.image_processor import PREPROCESSOR_CONFIG, load_clip_processor
 from dualfocus.model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
 
@@ -33,13 +40,11 @@ TOWER_PREFIX = "model.vision_tower.vision_tower."
 _IGNORED_KEYS = re.compile(r"rotary_emb\.inv_freq$|position_ids$")
 # A LLaVA checkpoint's sentencepiece tokenizer, as the released checkpoints carry it.
 SENTENCEPIECE_FILES = tokenizer_io.TOKENIZER_FILES
+# model_type values of LLaVA checkpoints (the release, LLaVA's code, llava-hf; old ones say llama).
+KNOWN_MODEL_TYPES = ("llava", "llava_llama", "llama")
 # Config keys that describe the file rather than the model.
 CONFIG_META_KEYS = ("model_type", "architectures", "transformers_version", "auto_map", "_name_or_path", "torch_dtype",
                     "dtype")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded, with the file and the reason."""
 
 
 # -- public API ---------------------------------------------------------------------------------
@@ -55,16 +60,17 @@ def load_pretrained_model(
     torch_dtype: torch.dtype | str | None = None,
     attn_implementation: str | None = None,
     use_flash_attn: bool = False,
-    trust_remote_code: bool = False,
     **kwargs,
 ):
     """Load a LLaVA-1.5 / DualFocus checkpoint; returns (tokenizer, model, image_processor, context_len).
 
     `model_name` is accepted for LLaVA compatibility and ignored: the layout is read from the files.
+    A checkpoint's own Python code (`auto_map`) is never run: there is no trust_remote_code.
     dtype: fp16 on GPU, fp32 on CPU unless `torch_dtype` says otherwise. Attention: sdpa, or
     flash_attention_2 (`use_flash_attn=True`, needs flash-attn), or eager.
     """
-    del model_name, kwargs  # accepted for LLaVA's signature; the layout decides
+    del model_name  # accepted for LLaVA's signature; the layout decides
+    _refuse_remote_code(kwargs)
     device = _resolve_device(device)
     dtype = _resolve_dtype(torch_dtype, device)
     attn = _resolve_attention(attn_implementation, use_flash_attn)
@@ -76,7 +82,7 @@ def load_pretrained_model(
     if layout == "hf":
         from dualfocus.model.convert import load_hf_checkpoint
 
-        model, tokenizer, image_processor = load_hf_checkpoint(path, dtype=dtype, trust_remote_code=trust_remote_code)
+        model, tokenizer, image_processor = load_hf_checkpoint(path, dtype=dtype)
     else:
         base = resolve_path(model_base) if model_base else None
         model = _load_layout(layout, path, base, dtype)
@@ -94,20 +100,45 @@ def load_pretrained_model(
 
 
 def resolve_path(model_path: str) -> Path:
-    """A local directory, or a hub id resolved the usual way (needs network and huggingface_hub)."""
+    """A local directory, or a hub id resolved the usual way (needs network and huggingface_hub).
+
+    A path-like argument (see `_path_like`) never goes to the hub: if missing, it is a missing directory.
+    """
     p = Path(os.path.expanduser(model_path))
     if p.is_dir():
         return p
     if p.exists():
         raise CheckpointError(f"{p}: is a file; a checkpoint is a directory")
-    if _looks_like_hub_id(model_path):
-        from huggingface_hub import snapshot_download
+    if _path_like(model_path) or not _looks_like_hub_id(model_path):
+        raise FileNotFoundError(f"checkpoint directory {model_path} does not exist{_nearest_hint(p)}; check the path")
+    from huggingface_hub import snapshot_download
 
-        try:
-            return Path(snapshot_download(model_path))
-        except Exception as e:  # noqa: BLE001 - hub errors vary; the message says which id failed
-            raise CheckpointError(f"{model_path}: not a local directory, and the hub could not provide it ({e})") from e
-    raise FileNotFoundError(f"checkpoint directory {model_path} does not exist")
+    try:
+        return Path(snapshot_download(model_path))
+    except Exception as e:  # noqa: BLE001 - hub errors vary; the message says which id failed
+        cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{model_path}: no local directory of that name, and the Hugging Face hub could not "
+                              f"provide it as a model id ({cause}); check the path, or the id and the network") from e
+
+
+def _path_like(name: str) -> bool:
+    """By shape (./x, ~/x, /x, x/, a/b/c) or because its first folder exists here (a/b with a/ here)."""
+    name = name.replace(os.sep, "/")
+    if name.startswith((".", "~", "/")) or name.endswith("/") or name.count("/") > 1:
+        return True
+    return "/" in name and Path(name.split("/")[0]).is_dir()
+
+
+def _nearest_hint(p: Path) -> str:
+    """' (<folder> has no <name>; did you mean <close name>?)' from the deepest existing folder above `p`."""
+    parent = p.parent
+    while not parent.is_dir() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return ""
+    wanted = p.parts[len(parent.parts)]
+    close = difflib.get_close_matches(wanted, [c.name for c in parent.iterdir() if c.is_dir()], n=1, cutoff=0.6)
+    return f" ({parent} has no {wanted}; did you mean {parent / close[0]}?)" if close else f" ({parent} has no {wanted})"
 
 
 def detect_layout(path: Path, model_base: str | None) -> str:
@@ -141,9 +172,14 @@ def read_config(path: Path) -> dict:
     if not f.is_file():
         raise CheckpointError(f"{path}: missing config.json")
     try:
-        return json.loads(f.read_text())
+        cfg = json.loads(f.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{f}: not valid JSON ({e})") from e
+    if cfg.get("auto_map") and cfg.get("model_type") not in KNOWN_MODEL_TYPES:
+        raise CheckpointError(f"{f}: model_type {cfg.get('model_type')!r} with auto_map is a model that needs its "
+                              "own Python code, which dualfocus never runs; use a LLaVA-1.5 checkpoint "
+                              "(model_type 'llava')")
+    return cfg
 
 
 def llava_config(cfg: dict, checkpoint_dir: Path) -> LlavaLlamaConfig:
@@ -155,7 +191,13 @@ def llava_config(cfg: dict, checkpoint_dir: Path) -> LlavaLlamaConfig:
 
 
 def vision_config(tower: str | None, checkpoint_dir: Path) -> CLIPVisionConfig:
-    return CLIPVisionConfig.from_pretrained(str(vision_tower_dir(tower, checkpoint_dir)))
+    """The tower's own config.json; without it transformers would silently use CLIP-L's defaults."""
+    tower_dir = vision_tower_dir(tower, checkpoint_dir)
+    if not (tower_dir / "config.json").is_file():
+        raise CheckpointError(f"vision tower {tower_dir} (mm_vision_tower in {checkpoint_dir / 'config.json'}): "
+                              "missing config.json; copy the CLIP tower's config.json into that folder")
+    # A concrete class never runs a checkpoint's code; False says so to any future transformers.
+    return CLIPVisionConfig.from_pretrained(str(tower_dir), trust_remote_code=False)
 
 
 def vision_tower_dir(tower: str | None, checkpoint_dir: Path) -> Path:
@@ -164,7 +206,7 @@ def vision_tower_dir(tower: str | None, checkpoint_dir: Path) -> Path:
     for candidate in (Path(os.path.expanduser(tower)), checkpoint_dir / tower):
         if candidate.is_dir():
             return candidate
-    if _looks_like_hub_id(tower):
+    if _looks_like_hub_id(tower) and not _path_like(tower):
         return resolve_path(tower)
     raise FileNotFoundError(
         f"vision tower {tower!r} (mm_vision_tower in {checkpoint_dir / 'config.json'}) does not exist"
@@ -235,11 +277,12 @@ def _load_layout(layout: str, path: Path, base: Path | None, dtype: torch.dtype)
         raise CheckpointError(f"model_base {base}: no weights found")
     state = load_state_dict(base_files)
     if layout == "projector":
-        state.update(_projector_weights(path / "mm_projector.bin"))
+        state.update(_projector_weights(confined(path, "mm_projector.bin")))
         return _materialize(config, state, path, dtype)
     # lora: base weights + non-LoRA trainables (projector, maybe embeddings), then the adapter merged.
     extra = path / "non_lora_trainables.bin"
     if extra.is_file():
+        extra = confined(path, extra.name)
         state.update(_strip_peft_prefix(load_state_dict([extra])))
     model = _materialize(config, state, path, dtype, allow_missing_projector=not extra.is_file())
     return _merge_lora(model, path)
@@ -348,6 +391,13 @@ def _merge_lora(model: LlavaLlamaForCausalLM, path: Path) -> LlavaLlamaForCausal
 
 
 # -- options --------------------------------------------------------------------------------------
+def _refuse_remote_code(kwargs: dict) -> None:
+    """LLaVA's callers pass extra options; trust_remote_code=True must not be dropped silently."""
+    if kwargs.get("trust_remote_code"):
+        raise ValueError("trust_remote_code=True: dualfocus builds its own LLaVA model and never runs a "
+                         "checkpoint's code; drop the option")
+
+
 def _resolve_device(device: str | torch.device) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():

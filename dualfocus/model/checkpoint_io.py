@@ -18,25 +18,57 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded, with the file and the reason."""
+
+
 def weight_files(directory: str | os.PathLike) -> list[Path]:
-    """The weight files of a checkpoint directory (safetensors preferred), or [] if none."""
+    """The weight files of a checkpoint directory (safetensors preferred), or [] if none.
+
+    Every file must lie inside the directory (see `confined`): an index is data from the checkpoint.
+    """
     d = Path(directory)
     for index_name in INDEX_FILES:
         index = d / index_name
         if index.is_file():
             try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError) as e:
+                names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
                 raise ValueError(f"{index}: not a valid weight index ({e})") from e
-            files = sorted(set(weight_map.values()))
-            missing = [f for f in files if not (d / f).is_file()]
+            files = [confined(d, name, index) for name in names]
+            missing = [n for n, f in zip(names, files) if not f.is_file()]
             if missing:
                 raise FileNotFoundError(f"{index} names shard(s) that do not exist: {', '.join(missing)}")
-            return [d / f for f in files]
+            return files
     for name in WEIGHT_FILES:
         if (d / name).is_file():
-            return [d / name]
+            return [confined(d, name)]
     return []
+
+
+def confined(directory: Path, name: object, named_in: Path | None = None) -> Path:
+    """`directory / name`, refused unless it resolves (symlinks followed) inside `directory`.
+
+    A checkpoint inside the Hugging Face cache may resolve anywhere in that cache: its snapshot's
+    files are links into the cache's `blobs/`.
+    """
+    where = f"{named_in} names" if named_in else f"{directory}:"
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise CheckpointError(f"{where} weight file {name!r}, which is not a plain file name inside {directory}; "
+                              "refusing to read outside the checkpoint (fix or regenerate the index)")
+    target = (directory / name).resolve()
+    if not any(target.is_relative_to(root) for root in _roots(directory)):
+        raise CheckpointError(f"{where} {name}, a link to {target} outside {directory}; refusing to read outside "
+                              "the checkpoint (copy the file into the checkpoint directory)")
+    return directory / name
+
+
+def _roots(directory: Path) -> list[Path]:
+    """Where a checkpoint's files may resolve: the directory; the hub cache too if it lies in it."""
+    from huggingface_hub import constants
+
+    real, cache = directory.resolve(), Path(constants.HF_HUB_CACHE).resolve()
+    return [real, cache] if real.is_relative_to(cache) else [real]
 
 
 def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:

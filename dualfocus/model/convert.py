@@ -136,13 +136,12 @@ def _assign(model: torch.nn.Module, state: dict) -> None:
     model.load_state_dict(state, strict=True, assign=True)
 
 
-def load_hf_checkpoint(path: Path, dtype: torch.dtype, trust_remote_code: bool = False):
-    """A llava-hf directory -> (our model, tokenizer, image processor)."""
-    hf = LlavaForConditionalGeneration.from_pretrained(str(path), dtype=dtype)
+def load_hf_checkpoint(path: Path, dtype: torch.dtype):
+    """A llava-hf directory -> (our model, tokenizer, image processor). Never runs the checkpoint's code."""
+    hf = LlavaForConditionalGeneration.from_pretrained(str(path), dtype=dtype, trust_remote_code=False)
     model = hf_to_original(hf)
     # The one LLaVA tokenizer loader (sentencepiece spacing, never remote code): llava-hf ships
     # `legacy: false`, which tokenizes text after `</s>` or starting with a space differently.
-    del trust_remote_code
     tokenizer = load_tokenizer(path)
     return model, tokenizer, load_clip_processor(path)
 
