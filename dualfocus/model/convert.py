@@ -140,8 +140,8 @@ def load_hf_checkpoint(path: Path, dtype: torch.dtype):
     """A llava-hf directory -> (our model, tokenizer, image processor). Never runs the checkpoint's code."""
     hf = LlavaForConditionalGeneration.from_pretrained(str(path), dtype=dtype, trust_remote_code=False)
     model = hf_to_original(hf)
-    # The one LLaVA tokenizer loader (sentencepiece spacing, never remote code): llava-hf ships
-    # `legacy: false`, which tokenizes text after `</s>` or starting with a space differently.
+    # The one LLaVA tokenizer loader: ids as transformers 4.31 made them under the checkpoint's own
+    # `legacy` flag (llava-hf ships `false`), added tokens at their saved ids; never remote code.
     tokenizer = load_tokenizer(path)
     return model, tokenizer, load_clip_processor(path)
 

@@ -13,9 +13,15 @@ from pathlib import Path
 
 import torch
 from accelerate import init_empty_weights
-from transformers import CLIPVisionConfig, CLIPVisionModel
+from transformers import CLIPVisionModel
 
-from dualfocus.model.builder import CONFIG_META_KEYS, load_pretrained_model, resolve_path, vision_tower_dir
+from dualfocus.model.builder import (
+    CONFIG_META_KEYS,
+    load_pretrained_model,
+    resolve_path,
+    vision_config,
+    vision_tower_dir,
+)
 from dualfocus.model.checkpoint_io import load_state_dict, weight_files
 from dualfocus.model.image_processor import load_clip_processor
 from dualfocus.model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
@@ -83,7 +89,7 @@ def _new_llava(path: Path, model_args, attn: str):
     if cfg.get("model_type") not in (None, "llama"):
         raise ValueError(f"{path}: model_type {cfg.get('model_type')!r}; only Llama-family LLMs are supported")
     tower_dir = vision_tower_dir(model_args.vision_tower, path)
-    vision = CLIPVisionConfig.from_pretrained(str(tower_dir))
+    vision = vision_config(model_args.vision_tower, path)  # names a missing config.json
     fields = {k: v for k, v in cfg.items() if k not in CONFIG_META_KEYS}
     config = LlavaLlamaConfig(
         **fields, mm_vision_tower=model_args.vision_tower, mm_vision_config=vision.to_dict(),
@@ -100,7 +106,7 @@ def _new_llava(path: Path, model_args, attn: str):
     if missing:
         raise ValueError(f"{path}: weights missing for {', '.join(missing[:8])} ({len(missing)} in all)")
     model.load_state_dict({k: v.float() for k, v in state.items() if k in expected}, strict=False, assign=True)
-    clip = CLIPVisionModel.from_pretrained(str(tower_dir), torch_dtype=torch.float32)
+    clip = CLIPVisionModel.from_pretrained(str(tower_dir), torch_dtype=torch.float32, trust_remote_code=False)
     model.model.vision_tower.vision_tower.load_state_dict(clip.state_dict(), strict=True, assign=True)
     model.model.vision_tower.vision_tower.config._attn_implementation = "eager" if attn == "eager" else "sdpa"
     projector = model.model.mm_projector
