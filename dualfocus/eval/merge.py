@@ -104,8 +104,16 @@ def read_question_ids(path: str) -> list:
             data = json.load(f)
         questions = data["questions"] if isinstance(data, dict) else data
         return [q["question_id"] for q in questions]
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line)["question_id"] for line in f if line.strip()]
+    from dualfocus.eval.benchmarks import read_question_lines
+
+    return [_question_id(path, k, row) for k, row in enumerate(read_question_lines(path), 1)]
+
+
+def _question_id(path: str, k: int, row: dict):
+    if "question_id" not in row:
+        raise MergeError(f"{path}: question {k} has no 'question_id' (its keys: {', '.join(sorted(row)) or 'none'}); "
+                         "give the question file the runner answered")
+    return row["question_id"]
 
 
 def write_jsonl_atomic(path: str, records: Iterable[dict]) -> None:
