@@ -441,6 +441,8 @@ def run_eval(
     the trace in each record's metadata) is printed and returned.
     """
     bench = get_benchmark(benchmark, **benchmark_options)
+    if not os.path.isfile(os.path.expanduser(question_file)):
+        raise EvalRunError(f"no question file {question_file}; check --question-file")
     num_chunks, chunk_idx = resolve_shard(num_chunks, chunk_idx)
     rows = bench.expand(list(get_chunk(bench.read_questions(question_file), num_chunks, chunk_idx)))
     annotations = bench.load_annotations(annotation_file) if annotation_file else None

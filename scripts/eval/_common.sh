@@ -101,6 +101,8 @@ df_checkpoint() {
     CKPT_NAME=${CKPT_NAME:-$(basename -- "$CKPT")}   # basename drops trailing slashes
     case $CKPT_NAME in
         ""|/|.|..) df_die "cannot name the answers after checkpoint '$CKPT'; set CKPT_NAME" ;;
+        */*) df_die "CKPT_NAME='$CKPT_NAME' is not a plain name (it has a '/'; answers must stay under" \
+            "DATA_ROOT): give a name without '/'" ;;
     esac
     [[ -f $QUESTION_FILE ]] || df_die "no question file $QUESTION_FILE (DATA_ROOT=$DATA_ROOT; run from the" \
         "repository root or set DATA_ROOT; layout: playground/data/eval/README.md)"
@@ -131,6 +133,20 @@ df_describe_status() {
         echo "killed by SIG$(kill -l $(($1 - 128))) (exit status $1)"
     else
         echo "exit status $1"
+    fi
+}
+
+# df_rerun_advice STATUS...: what a rerun does. Killed shards resume; a shard that stopped on an
+# error (exit status 1: a checkpoint that cannot load, a full disk, ...) stops again until its cause,
+# printed above, is fixed.
+df_rerun_advice() {
+    local s killed_only=1
+    for s in "$@"; do ((s > 128)) || killed_only=0; done
+    if ((killed_only)); then
+        echo "$DF_PROG: rerun the same command to resume (answered questions are skipped, failed ones asked again)"
+    else
+        echo "$DF_PROG: fix the cause shown above, then rerun the same command (answered questions are" \
+            "skipped, failed ones asked again)"
     fi
 }
 
@@ -195,7 +211,7 @@ df_eval_local() {
                 echo "  shard $i/$n (pid ${pids[$i]}): $(df_describe_status "${f#*:}"); log: $LOG_DIR/${n}_$i.log"
                 tail -n 5 "$LOG_DIR/${n}_$i.log" | sed 's/^/    | /'
             done
-            echo "$DF_PROG: rerun the same command to resume (answered questions are skipped)"
+            df_rerun_advice "${failed[@]#*:}"
         } >&2
         exit 1
     fi
@@ -208,6 +224,9 @@ df_eval_slurm() {
     DF_PROG=$(basename "$0" .sh)
     df_benchmark "$1"; shift
     [[ ${1:-} == -h || ${1:-} == --help ]] && df_usage
+    command -v srun > /dev/null 2>&1 ||
+        df_die "srun is not installed here (no Slurm client): run on a Slurm login node, or use" \
+            "eval_$DF_BENCH.sh on this machine"
     local positional=()
     while (($#)) && [[ $1 != -- ]]; do positional+=("$1"); shift; done
     (($#)) && shift   # the "--"
@@ -274,7 +293,8 @@ df_eval_slurm() {
                     tail -n 5 "$LOG_DIR/task_$t.log" | sed 's/^/    | /'
                 fi
             done < <(grep -E "^srun: error: .*: task [0-9]+: " "$srun_log")
-            echo "$DF_PROG: rerun the same command (same GPUS) to resume (answered questions are skipped)"
+            echo "$DF_PROG: fix the cause shown above if a task failed on an error, then rerun the same" \
+                "command (same GPUS; answered questions are skipped, failed ones asked again)"
         } >&2
         exit 1
     fi
