@@ -67,7 +67,12 @@ def write_lines_atomic(path: str, records: Iterable[Mapping]) -> None:
     write_chunks_atomic(path, (dumps_line(r) for r in records))
 
 
-def write_chunks_atomic(path: str, chunks: Iterable[str]) -> None:
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Bytes (an xlsx built in memory), all or nothing."""
+    write_chunks_atomic(path, [data], binary=True)
+
+
+def write_chunks_atomic(path: str, chunks: Iterable[str | bytes], binary: bool = False) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
@@ -76,7 +81,7 @@ def write_chunks_atomic(path: str, chunks: Iterable[str]) -> None:
         raise (disk_full(path, e) if is_disk_full(e) else e) from e
     try:
         os.fchmod(fd, umask_mode())
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8") as f:
             for chunk in chunks:
                 f.write(chunk)
             f.flush()

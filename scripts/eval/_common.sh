@@ -90,7 +90,7 @@ df_score() {
         textvqa)
             "$PYTHON" -m dualfocus.eval.eval_textvqa \
                 --annotation-file "$BENCH_DIR/TextVQA_0.5.1_val.json" \
-                --result-file "$merged" ;;
+                --question-file "$QUESTION_FILE" --result-file "$merged" ;;
     esac
 }
 
