@@ -207,10 +207,13 @@ def test_the_advice_after_a_failed_shard_says_what_a_rerun_does(seed_root, stub)
 def test_slurm_scripts_without_srun_say_srun_is_missing(bench, tmp_path, stub):
     root = tmp_path / "data"
     env = script_env(root, **stub)
-    env["PATH"] = "/usr/bin:/bin"  # python is PYTHON's absolute path; no srun on these
-    if shutil.which("srun", path=env["PATH"]):
-        pytest.skip("srun is installed in /usr/bin")
-    out = run_script(f"slurm_eval_{bench}.sh", ["/c/ck"], env)
+    bin_dir = tmp_path / "bin"  # what the scripts run before srun, and no srun
+    bin_dir.mkdir()
+    for tool in ("dirname", "basename"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    env["PATH"] = str(bin_dir)
+    out = subprocess.run([shutil.which("bash"), str(SCRIPTS / f"slurm_eval_{bench}.sh"), "/c/ck"], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "srun is not installed here" in out.stderr and "resume" not in out.stderr
 
 
@@ -404,6 +407,17 @@ def test_slurm_two_tasks_merge_and_score(srun_reference):
         log = (adir / "logs" / f"task_{t}.log").read_text()
         assert f"task {t}/2 on " in log and f"SLURM_LOCALID={t}" in log and "CUDA_VISIBLE_DEVICES=0,1" in log
         assert f"chunk {t}/2: {adir}/2_{t}.jsonl" in log
+
+
+@pytest.mark.slurm
+@needs_slurm
+def test_slurm_a_checkpoint_that_cannot_load_fails_the_script_without_scoring(tmp_path):
+    root = tmp_path / "data"
+    make_seed_root(root)
+    out = run_script("slurm_eval_seed.sh", [str(tmp_path / "no-such-ckpt")], slurm_env(root, GPUS="2"), timeout=300)
+    assert out.returncode == 1 and "srun failed" in out.stderr
+    assert "cannot load the checkpoint" in out.stderr and "fix the cause shown above" in out.stderr
+    assert "done" not in out.stdout and not (root / "seed_bench" / "answers_upload").exists()
 
 
 @pytest.mark.slurm

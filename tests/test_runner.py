@@ -527,3 +527,19 @@ def test_a_full_disk_stops_the_run_with_one_message(tmp_path, monkeypatch):
         run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(DEMO), batch_size=1,
                       progress=False)
     assert len(read_answer_file(str(out))) == 1
+
+
+def test_a_rewritten_answer_file_and_its_lock_follow_the_umask(tmp_path):
+    """Item 13: the retry rewrite goes through mkstemp (0600); it must keep the umask's mode."""
+    import os
+
+    bench, rows = seed_rows()
+    out = tmp_path / "a.jsonl"
+    old = os.umask(0o022)
+    try:
+        run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(tmp_path), progress=False,
+                      max_consecutive_errors=0)
+        run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(DEMO), progress=False)
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {"a.jsonl": 0o644, ".a.jsonl.lock": 0o644}
