@@ -150,6 +150,14 @@ df_rerun_advice() {
     fi
 }
 
+# df_task_list "0-2,5": srun's task ranges, one number a line (0 1 2 5).
+df_task_list() {
+    local part
+    for part in ${1//,/ }; do
+        if [[ $part == *-* ]]; then seq "${part%-*}" "${part#*-}"; else echo "$part"; fi
+    done
+}
+
 # ---------------------------------------------------------------------------------------------
 # eval_<bench>.sh CKPT [runner args...]: one process per GPU here, or CHUNKS CPU processes.
 df_eval_local() {
@@ -282,17 +290,19 @@ df_eval_slurm() {
             echo "$DF_PROG: srun failed (exit status $status; srun's log: $srun_log)"
             local line t how
             # srun names each task that ended badly: "srun: error: <node>: task 1: Exited with exit
-            # code 3" (or "Killed"); the others were stopped by --kill-on-bad-exit ("Terminated").
+            # code 3" (or "Killed"; several at once: "tasks 0-1,3: ..."); the others were stopped by
+            # --kill-on-bad-exit ("Terminated").
             while read -r line; do
-                t=$(sed -E 's/.*task ([0-9]+):.*/\1/' <<< "$line")
                 how=${line##*: }
-                if [[ $how == Terminated ]]; then
-                    echo "  task $t: stopped by --kill-on-bad-exit; log: $LOG_DIR/task_$t.log"
-                else
-                    echo "  task $t FAILED: $how; log: $LOG_DIR/task_$t.log"
-                    tail -n 5 "$LOG_DIR/task_$t.log" | sed 's/^/    | /'
-                fi
-            done < <(grep -E "^srun: error: .*: task [0-9]+: " "$srun_log")
+                for t in $(df_task_list "$(sed -E 's/.*tasks? ([0-9,-]+):.*/\1/' <<< "$line")"); do
+                    if [[ $how == Terminated ]]; then
+                        echo "  task $t: stopped by --kill-on-bad-exit; log: $LOG_DIR/task_$t.log"
+                    else
+                        echo "  task $t FAILED: $how; log: $LOG_DIR/task_$t.log"
+                        tail -n 5 "$LOG_DIR/task_$t.log" | sed 's/^/    | /'
+                    fi
+                done
+            done < <(grep -E "^srun: error: .*: tasks? [0-9,-]+: " "$srun_log")
             echo "$DF_PROG: fix the cause shown above if a task failed on an error, then rerun the same" \
                 "command (same GPUS; answered questions are skipped, failed ones asked again)"
         } >&2
