@@ -311,6 +311,9 @@ def test_a_run_where_everything_fails_stops_and_keeps_its_answers(tmp_path):
         run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(tmp_path / "nowhere"),
                       batch_size=1, progress=False, max_consecutive_errors=2)
     assert len(read_answer_file(str(out))) == 2
+    with pytest.raises(TooManyErrors, match=r"rerun the same command without --skip-failed \(it would keep"):
+        run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(tmp_path / "nowhere"),
+                      batch_size=1, progress=False, max_consecutive_errors=2, skip_failed=True)
     summary = run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(tmp_path / "nowhere"),
                             batch_size=1, progress=False, max_consecutive_errors=0)
     assert summary["errors"] == len(rows)  # 0: never stops

@@ -237,7 +237,7 @@ def run_benchmark(pipeline, benchmark: Benchmark, rows: Sequence[dict], answers_
         retried = sum(r is not None for r in match_records([(q.key, q.prompt) for q in todo], writer.dropped))
         if todo and hasattr(pipeline, "load"):
             pipeline.load()
-        run = _Run(pipeline, benchmark, writer, image_folder, model_id, max_consecutive_errors)
+        run = _Run(pipeline, benchmark, writer, image_folder, model_id, max_consecutive_errors, skip_failed)
         with _progress_bar(len(questions), len(questions) - len(todo), progress, benchmark.name) as run.bar:
             for start in range(0, len(todo), batch_size):
                 run.answer(todo[start : start + batch_size])
@@ -259,6 +259,7 @@ class _Run:
     image_folder: str
     model_id: str
     max_consecutive_errors: int
+    skip_failed: bool = False
     new: int = 0
     failing: int = 0
     bar: Any = None
@@ -275,7 +276,8 @@ class _Run:
             raise TooManyErrors(
                 f"{self.failing} questions in a row failed, the last with: {records[-1]['error']}; stopping. "
                 f"The answers so far are in {self.writer.path}: fix the cause, then rerun the same command "
-                "(answered questions are skipped, failed ones asked again)")
+                + ("without --skip-failed (it would keep these errors as answers)" if self.skip_failed else
+                   "(answered questions are skipped, failed ones asked again)"))
 
     def records(self, batch: list[Question]) -> list[dict]:
         bench, config = self.benchmark, getattr(self.pipeline, "config", None)
