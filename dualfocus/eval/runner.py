@@ -443,10 +443,8 @@ def run_eval(
     the trace in each record's metadata) is printed and returned.
     """
     bench = get_benchmark(benchmark, **benchmark_options)
-    if not os.path.isfile(os.path.expanduser(question_file)):
-        raise EvalRunError(f"no question file {question_file}; check --question-file")
     num_chunks, chunk_idx = resolve_shard(num_chunks, chunk_idx)
-    rows = bench.expand(list(get_chunk(bench.read_questions(question_file), num_chunks, chunk_idx)))
+    rows = read_chunk(bench, question_file, num_chunks, chunk_idx)
     annotations = bench.load_annotations(annotation_file) if annotation_file else None
     from dualfocus.mm_utils import get_model_name_from_path
 
@@ -466,6 +464,13 @@ def run_eval(
 
         write_json_atomic(summary_file, summary)
     return summary
+
+
+def read_chunk(bench: Benchmark, question_file: str, num_chunks: int, chunk_idx: int) -> list[dict]:
+    """The rows of one chunk of the question file, as asked (MMBench --all-rounds: every rotation)."""
+    if not os.path.isfile(os.path.expanduser(question_file)):
+        raise EvalRunError(f"no question file {question_file}; check --question-file")
+    return bench.expand(list(get_chunk(bench.read_questions(question_file), num_chunks, chunk_idx)))
 
 
 class _LazyPipeline:
