@@ -546,3 +546,30 @@ def test_a_rewritten_answer_file_and_its_lock_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {"a.jsonl": 0o644, ".a.jsonl.lock": 0o644}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kills_and_failures_across_reruns_end_exactly_once(tmp_path, seed):
+    """Reruns that fail some questions and are killed at random points; the last clean rerun leaves
+    each question answered once, and an answer finished before a kill is never rewritten."""
+    import random
+
+    rng = random.Random(seed)
+    bench = get_benchmark("textvqa")  # repeated ids: the hard case for matching retries
+    rows = bench.read_questions(str(TEXTVQA_Q)) * 3
+    rows = [{**r, "text": f"{r['text']} #{i}"} for i, r in enumerate(rows)]
+    out, kept = tmp_path / "a.jsonl", {}
+    for _ in range(4):
+        pipe = ScriptedPipeline(fail_on=rng.sample(["sign", "house"], rng.randint(0, 1)), kill_after=rng.randint(0, 5))
+        try:
+            run_benchmark(pipe, bench, rows, str(out), image_folder=str(DEMO), batch_size=rng.randint(1, 3),
+                          progress=False)
+        except Killed:
+            pass
+        for r in read_answer_file(str(out)):
+            if not r.get("error"):
+                assert kept.setdefault(r["prompt"], r["answer_id"]) == r["answer_id"]
+    run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(DEMO), progress=False)
+    records = read_answer_file(str(out))
+    assert sorted(r["prompt"] for r in records) == sorted(r["text"] for r in rows)
+    assert all(kept.get(r["prompt"], r["answer_id"]) == r["answer_id"] for r in records)
