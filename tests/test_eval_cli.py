@@ -217,3 +217,41 @@ def test_shard_from_slurm_environment(tiny_checkpoint, tmp_path, monkeypatch):
         "--image-folder", DEMO, "--answers-file", out, "--device", "cpu", *FAST], monkeypatch)
     assert summary["chunk"] == "1/2"
     assert [r["question_id"] for r in read_answer_file(str(out))] == ["9003", "9004"]
+
+
+# -- failures a user fixes: one line, a non-zero exit (issue 14) ---------------------------------------
+def test_a_missing_checkpoint_stops_with_one_line_and_no_error_records(tmp_path):
+    out = tmp_path / "a.jsonl"
+    env = {k: v for k, v in os.environ.items() if k not in SHARD_VARS}
+    proc = subprocess.run([sys.executable, "-m", "dualfocus.eval.model_vqa_loader", "--benchmark", "seed",
+                           "--model-path", str(tmp_path / "nope"), "--image-folder", str(DEMO), "--question-file",
+                           str(DEMO / "seed_bench" / "llava-seed-bench.jsonl"), "--answers-file", str(out),
+                           "--no-progress"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"model_vqa_loader.py: error: cannot load the checkpoint {tmp_path / 'nope'}: " in proc.stderr
+    assert out.read_text() == ""
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--conv-mode", "nope"], "unknown conv_mode 'nope'"),
+    (["--question-file", "/no/such/q.jsonl"], "no question file /no/such/q.jsonl; check --question-file"),
+])
+def test_bad_flags_and_paths_are_one_line(args, message, tiny_checkpoint, tmp_path, monkeypatch):
+    base = ["--model-path", tiny_checkpoint, "--question-file", DEMO / "seed_bench" / "llava-seed-bench.jsonl",
+            "--answers-file", tmp_path / "a.jsonl", *FAST]
+    with pytest.raises(SystemExit) as e:
+        run_cli("model_vqa_seed", [*base, *args], monkeypatch)
+    assert e.value.code.startswith("model_vqa_seed: error: ") and message in e.value.code
+    assert "\n" not in e.value.code
+
+
+def test_a_second_runner_on_an_answer_file_exits_naming_the_holder(tiny_checkpoint, tmp_path, monkeypatch):
+    from dualfocus.eval.files import FileLock
+
+    out = tmp_path / "a.jsonl"
+    args = ["--model-path", tiny_checkpoint, "--question-file", DEMO / "seed_bench" / "llava-seed-bench.jsonl",
+            "--image-folder", DEMO, "--answers-file", out, *FAST]
+    with FileLock(str(out)), pytest.raises(SystemExit) as e:
+        run_cli("model_vqa_seed", args, monkeypatch)
+    assert f"is being written by pid {os.getpid()} on " in e.value.code
+    assert not out.exists() or out.read_text() == ""

@@ -185,6 +185,50 @@ def test_shards_that_succeed_without_answers_fail_the_merge(seed_root, stub):
     assert not (answers_dir(root, "ck") / "merge.jsonl").exists()
 
 
+def test_ckpt_name_with_a_slash_is_refused(seed_root, stub, tmp_path):
+    """Issue 14, item 17: CKPT_NAME=../../x wrote answers outside DATA_ROOT."""
+    root, _ = seed_root
+    for name in ("../../x", "a/b", "/abs"):
+        out = run_script("eval_seed.sh", ["/c/ck"], script_env(root, CKPT_NAME=name, **stub))
+        assert out.returncode == 1 and f"CKPT_NAME='{name}' is not a plain name" in out.stderr
+    assert not Path(stub["STUB_LOG"]).exists() and not (tmp_path / "x").exists()
+    assert not (root / "seed_bench" / "answers").exists()
+
+
+def test_the_advice_after_a_failed_shard_says_what_a_rerun_does(seed_root, stub):
+    root, _ = seed_root
+    out = run_script("eval_seed.sh", ["/c/ck"], script_env(root, STUB_STATUS="1", **stub))
+    assert out.returncode == 1 and "fix the cause shown above, then rerun the same command" in out.stderr
+    out = run_script("eval_seed.sh", ["/c/ck"], script_env(root, STUB_STATUS="137", **stub))
+    assert "rerun the same command to resume" in out.stderr and "fix the cause" not in out.stderr
+
+
+@pytest.mark.parametrize("bench", BENCHES)
+def test_slurm_scripts_without_srun_say_srun_is_missing(bench, tmp_path, stub):
+    root = tmp_path / "data"
+    env = script_env(root, **stub)
+    bin_dir = tmp_path / "bin"  # what the scripts run before srun, and no srun
+    bin_dir.mkdir()
+    for tool in ("dirname", "basename"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    env["PATH"] = str(bin_dir)
+    out = subprocess.run([shutil.which("bash"), str(SCRIPTS / f"slurm_eval_{bench}.sh"), "/c/ck"], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "srun is not installed here" in out.stderr and "resume" not in out.stderr
+
+
+def test_a_checkpoint_that_cannot_load_fails_the_script_without_scoring(seed_root, tmp_path):
+    """Issue 14, item 2: a missing checkpoint said "done", scored 0.00% and wrote an empty upload."""
+    root, _ = seed_root
+    out = run_script("eval_seed.sh", [str(tmp_path / "no-such-ckpt")], script_env(root, CHUNKS="2"), timeout=300)
+    assert out.returncode == 1
+    assert "cannot load the checkpoint" in out.stderr and "fix the cause shown above" in out.stderr
+    assert "Traceback" not in out.stderr and "done" not in out.stdout and "accuracy" not in out.stdout
+    assert not (root / "seed_bench" / "answers_upload").exists()
+    for shard in answers_dir(root, "no-such-ckpt").glob("2_*.jsonl"):
+        assert shard.read_text() == ""  # no error lines for a later run to take as answers
+
+
 @pytest.mark.parametrize("bench,question_file,images,extra", [
     ("seed", "seed_bench/llava-seed-bench-image.jsonl", "seed_bench", None),
     ("mmbench", "mmbench/mmbench_dev_20230712.tsv", None, "--single-pred-prompt"),
@@ -363,6 +407,17 @@ def test_slurm_two_tasks_merge_and_score(srun_reference):
         log = (adir / "logs" / f"task_{t}.log").read_text()
         assert f"task {t}/2 on " in log and f"SLURM_LOCALID={t}" in log and "CUDA_VISIBLE_DEVICES=0,1" in log
         assert f"chunk {t}/2: {adir}/2_{t}.jsonl" in log
+
+
+@pytest.mark.slurm
+@needs_slurm
+def test_slurm_a_checkpoint_that_cannot_load_fails_the_script_without_scoring(tmp_path):
+    root = tmp_path / "data"
+    make_seed_root(root)
+    out = run_script("slurm_eval_seed.sh", [str(tmp_path / "no-such-ckpt")], slurm_env(root, GPUS="2"), timeout=300)
+    assert out.returncode == 1 and "srun failed" in out.stderr
+    assert "cannot load the checkpoint" in out.stderr and "fix the cause shown above" in out.stderr
+    assert "done" not in out.stdout and not (root / "seed_bench" / "answers_upload").exists()
 
 
 @pytest.mark.slurm

@@ -520,3 +520,13 @@ def test_pick():
 def test_focus_query_letters_follow_options():
     q = FocusQuery(benchmark="x", question_id=1, question="q", text="q", options=("A. a", "B. b"))
     assert q.letters == ("A", "B")
+
+
+@pytest.mark.parametrize("name, field", [("seed", "text"), ("gqa", "question"), ("textvqa", "text"), ("vqa", "text")])
+@pytest.mark.parametrize("value", [None, 3, ["a"]])
+def test_a_question_text_that_is_not_a_string_is_a_record_error(name, field, value):
+    """Issue 14, item 4: null or a number used to raise TypeError and kill the run at that row."""
+    from dualfocus.focus.protocols import RecordError, get_protocol
+
+    with pytest.raises(RecordError, match=rf"{name} record 'q1': '{field}' is {type(value).__name__}"):
+        get_protocol(name).from_record({"question_id": "q1", field: value, "image": "x.png"})

@@ -12,8 +12,12 @@ import pytest
 
 from dualfocus.eval import merge
 from dualfocus.eval.benchmarks import get_benchmark, score_answer
+from dualfocus.eval.files import DiskFullError, FileBusyError
 from dualfocus.eval.runner import (
     AnswerWriter,
+    ModelLoadError,
+    TooManyErrors,
+    format_summary,
     get_chunk,
     read_answer_file,
     repair_last_line,
@@ -302,10 +306,14 @@ def test_a_run_where_everything_fails_stops_and_keeps_its_answers(tmp_path):
     bench = get_benchmark("seed")
     rows = [json.loads(line) for line in SEED_Q.read_text().splitlines()]
     out = tmp_path / "a.jsonl"
-    with pytest.raises(RuntimeError, match=r"2 questions in a row failed, the last with: image: .*a rerun resumes"):
+    with pytest.raises(TooManyErrors, match=r"2 questions in a row failed, the last with: image: .*fix the cause, "
+                       r"then rerun the same command \(answered questions are skipped, failed ones asked again\)"):
         run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(tmp_path / "nowhere"),
                       batch_size=1, progress=False, max_consecutive_errors=2)
     assert len(read_answer_file(str(out))) == 2
+    with pytest.raises(TooManyErrors, match=r"rerun the same command without --skip-failed \(it would keep"):
+        run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(tmp_path / "nowhere"),
+                      batch_size=1, progress=False, max_consecutive_errors=2, skip_failed=True)
     summary = run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(tmp_path / "nowhere"),
                             batch_size=1, progress=False, max_consecutive_errors=0)
     assert summary["errors"] == len(rows)  # 0: never stops
@@ -317,3 +325,251 @@ def test_fewer_failures_in_a_row_than_the_limit_do_not_stop_the_run(tmp_path):
     summary = run_benchmark(ScriptedPipeline(), get_benchmark("seed"), rows, str(tmp_path / "a.jsonl"),
                             image_folder=str(tmp_path), batch_size=1, progress=False, max_consecutive_errors=5)
     assert summary["errors"] == 4
+
+
+# -- resume retries what failed (issue 14, item 1) --------------------------------------------------
+def test_error_records_are_asked_again_on_resume_and_counted_once(tmp_path):
+    """A typo in the image folder fails every question; the rerun with the fix answers them all:
+    the score is a clean run's, the error lines are gone, the summary says how many were retried."""
+    bench, rows = seed_rows()
+    out = tmp_path / "a.jsonl"
+    first = run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(tmp_path / "typo"),
+                          progress=False, max_consecutive_errors=0)
+    assert first["errors"] == 4 and first["retried"] == 0
+    pipe = ScriptedPipeline()
+    summary = run_benchmark(pipe, bench, rows, str(out), image_folder=str(DEMO), progress=False)
+    assert [c for call in pipe.calls for c in call] == ["9001", "9002", "9003", "9004"]
+    assert summary["retried"] == 4 and summary["errors"] == 0 and summary["answered"] == 4
+    assert "4 question(s) asked again after an error" in format_summary(summary)
+    records = read_answer_file(str(out))
+    assert len(records) == 4 and not any(r.get("error") for r in records)
+    merge.merge_answers([str(out)], merge.read_question_ids(str(SEED_Q)), report=lambda m: None)
+
+
+def test_skip_failed_keeps_error_records_as_answers(tmp_path):
+    bench, rows = seed_rows()
+    out = tmp_path / "a.jsonl"
+    run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(tmp_path / "typo"), progress=False,
+                  max_consecutive_errors=0)
+    before = out.read_bytes()
+    pipe = ScriptedPipeline()
+    summary = run_benchmark(pipe, bench, rows, str(out), image_folder=str(DEMO), progress=False, skip_failed=True)
+    assert pipe.calls == [] and summary["errors"] == 4 and summary["retried"] == 0 and out.read_bytes() == before
+
+
+def test_a_retried_question_with_a_shared_id_gets_its_own_answer(tmp_path):
+    """TextVQA: two questions share the id "sign"; the first failed. The retry is appended after the
+    others, and still answers the first question, not the second a second time."""
+    bench = get_benchmark("textvqa")
+    rows = bench.read_questions(str(TEXTVQA_Q))
+
+    class FailsFirst(ScriptedPipeline):
+        def run(self, items):
+            if any(q.prompt == rows[0]["text"] for q, _ in items):
+                raise RuntimeError("engine blew up")
+            return super().run(items)
+
+    out = tmp_path / "a.jsonl"
+    run_benchmark(FailsFirst(), bench, rows, str(out), image_folder=str(DEMO), batch_size=1, progress=False)
+    pipe = ScriptedPipeline()
+    summary = run_benchmark(pipe, bench, rows, str(out), image_folder=str(DEMO), progress=False)
+    assert pipe.calls == [["sign"]] and summary["retried"] == 1 and summary["errors"] == 0
+    prompts = [r["prompt"] for r in read_answer_file(str(out))]
+    assert sorted(prompts) == sorted(r["text"] for r in rows)
+    assert run_benchmark(ScriptedPipeline(), bench, rows, str(out), progress=False)["new"] == 0
+
+
+def test_killed_while_retrying_loses_and_duplicates_nothing(tmp_path):
+    bench, rows = seed_rows()
+    out = tmp_path / "a.jsonl"
+    run_benchmark(ScriptedPipeline(fail_on={"9002", "9004"}), bench, rows, str(out), image_folder=str(DEMO),
+                  batch_size=1, progress=False)
+    kept = {r["question_id"]: r["answer_id"] for r in read_answer_file(str(out)) if not r.get("error")}
+    with pytest.raises(Killed):
+        run_benchmark(ScriptedPipeline(kill_after=1), bench, rows, str(out), image_folder=str(DEMO), batch_size=1,
+                      progress=False)
+    summary = run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(DEMO), progress=False)
+    assert summary["retried"] == 0 and summary["errors"] == 0  # the kill came after the error lines went
+    records = merge.merge_answers([str(out)], merge.read_question_ids(str(SEED_Q)), report=lambda m: None)
+    assert len(records) == 4 and {q: kept[q] for q in kept} == {
+        r["question_id"]: r["answer_id"] for r in records if r["question_id"] in kept}
+
+
+# -- a model that cannot load (item 2) ----------------------------------------------------------------
+class Unloadable(ScriptedPipeline):
+    def __init__(self):
+        super().__init__()
+        self.loads = 0
+
+    def load(self):
+        self.loads += 1
+        raise ModelLoadError("cannot load the checkpoint /nowhere")
+
+
+def test_a_model_that_cannot_load_stops_the_run_before_the_first_question(tmp_path):
+    bench, rows = seed_rows()
+    pipe, out = Unloadable(), tmp_path / "a.jsonl"
+    with pytest.raises(ModelLoadError, match="/nowhere"):
+        run_benchmark(pipe, bench, rows, str(out), image_folder=str(DEMO), batch_size=1, progress=False)
+    assert pipe.loads == 1 and pipe.calls == [] and out.read_text() == ""
+
+
+def test_lazy_pipeline_loads_once_and_a_failure_is_fatal(tmp_path, monkeypatch):
+    import dualfocus.model.builder as builder
+    from dualfocus.eval import runner
+
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(args)
+        raise RuntimeError("size mismatch for lm_head.weight:\n  copying a param of shape [4, 8]")
+
+    monkeypatch.setattr(builder, "load_pretrained_model", broken)
+    pipe = runner._LazyPipeline(get_benchmark("seed"), "/ckpt/x", None, "fast", "cpu", None, {})
+    bench, rows = seed_rows()
+    with pytest.raises(ModelLoadError, match=r"cannot load the checkpoint /ckpt/x: RuntimeError: size mismatch "
+                                             r"for lm_head.weight: copying a param of shape \[4, 8\]; check"):
+        run_benchmark(pipe, bench, rows, str(tmp_path / "a.jsonl"), image_folder=str(DEMO), batch_size=1,
+                      progress=False)
+    assert len(calls) == 1
+
+
+def test_a_finished_chunk_loads_no_model(tmp_path):
+    bench, rows = seed_rows()
+    out = tmp_path / "a.jsonl"
+    run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(DEMO), progress=False)
+    pipe = Unloadable()
+    assert run_benchmark(pipe, bench, rows, str(out), progress=False)["new"] == 0 and pipe.loads == 0
+
+
+# -- bad rows (items 4, 5, 6) -----------------------------------------------------------------------
+@pytest.mark.parametrize("field, value, expected", [
+    ("text", None, "'text' is NoneType None"), ("text", 7, "'text' is int 7"),
+    ("image", 5, "'image' is int 5"), ("image", ["a.png", "b.png"], "'image' is list"),
+])
+def test_a_wrongly_typed_field_is_a_named_error_record(tmp_path, field, value, expected):
+    bench, rows = seed_rows()
+    rows = [*rows[:1], {**rows[1], "question_id": "bad", field: value}, *rows[2:]]
+    summary = run_benchmark(ScriptedPipeline(), bench, rows, str(tmp_path / "a.jsonl"), image_folder=str(DEMO),
+                            progress=False)
+    records = {r["question_id"]: r for r in read_answer_file(str(tmp_path / "a.jsonl"))}
+    assert records["bad"]["error"].startswith("bad record: seed record 'bad': ") and expected in records["bad"]["error"]
+    assert summary["errors"] == 1 and summary["answered"] == 4
+
+
+def test_half_an_emoji_pair_in_a_question_is_written_and_reads_back(tmp_path):
+    bench, rows = seed_rows()
+    rows[0] = {**rows[0], "text": "Which \ud83d shape?\n" + rows[0]["text"].split("\n", 1)[1]}
+    out = tmp_path / "a.jsonl"
+    summary = run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(DEMO), progress=False)
+    records = read_answer_file(str(out))
+    assert summary["answered"] == 4 and records[0]["prompt"] == rows[0]["text"] and "\\ud83d" in out.read_text()
+    assert run_benchmark(ScriptedPipeline(), bench, rows, str(out), progress=False)["new"] == 0
+
+
+def test_a_malformed_question_line_is_an_error_record_and_the_rest_are_answered(tmp_path):
+    lines = SEED_Q.read_text().splitlines()
+    lines.insert(1, '{"question_id": "broken", "text": "What')  # cut short
+    lines.insert(3, "[1, 2]")
+    question_file = tmp_path / "q.jsonl"
+    question_file.write_text("\n".join(lines) + "\n")
+    bench = get_benchmark("seed")
+    rows = bench.read_questions(str(question_file))
+    out = tmp_path / "a.jsonl"
+    summary = run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(DEMO), progress=False)
+    records = {r["question_id"]: r for r in read_answer_file(str(out))}
+    assert "q.jsonl:2: not a JSON line" in records["broken"]["error"]
+    assert "q.jsonl:4: a question is a JSON object, got list" in records["line 4"]["error"]
+    assert summary["answered"] == 6 and summary["errors"] == 2
+    merge.merge_answers([str(out)], merge.read_question_ids(str(question_file)), report=lambda m: None)
+
+
+# -- one runner per answer file (item 9) --------------------------------------------------------------
+def test_a_second_runner_on_the_same_answer_file_is_refused_naming_the_holder(tmp_path):
+    import os
+    import socket
+
+    bench, rows = seed_rows()
+    out = tmp_path / "a.jsonl"
+    with AnswerWriter(str(out)):
+        with pytest.raises(FileBusyError, match=rf"a.jsonl is being written by pid {os.getpid()} on "
+                                                rf"{socket.gethostname()}"):
+            run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(DEMO), progress=False)
+    assert out.read_text() == ""
+    assert run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(DEMO), progress=False)["new"] == 4
+
+
+# -- a full disk (item 10) ------------------------------------------------------------------------------
+def test_a_full_disk_stops_the_run_with_one_message(tmp_path, monkeypatch):
+    """The second answer line hits ENOSPC: one DiskFullError naming the file; the first line stays."""
+    import errno
+
+    from dualfocus.eval import answers
+
+    class FillsUp:
+        def __init__(self, f):
+            self.f, self.lines = f, 0
+
+        def write(self, text):
+            if self.lines:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.lines += 1
+            return self.f.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    def fake_open(path, mode="r", **kwargs):
+        f = open(path, mode, **kwargs)
+        return FillsUp(f) if mode == "a" else f
+
+    monkeypatch.setattr(answers, "open", fake_open, raising=False)
+    bench, rows = seed_rows()
+    out = tmp_path / "a.jsonl"
+    with pytest.raises(DiskFullError, match=r"no space left on the device writing .*a.jsonl .*free some space"):
+        run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(DEMO), batch_size=1,
+                      progress=False)
+    assert len(read_answer_file(str(out))) == 1
+
+
+def test_a_rewritten_answer_file_and_its_lock_follow_the_umask(tmp_path):
+    """Item 13: the retry rewrite goes through mkstemp (0600); it must keep the umask's mode."""
+    import os
+
+    bench, rows = seed_rows()
+    out = tmp_path / "a.jsonl"
+    old = os.umask(0o022)
+    try:
+        run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(tmp_path), progress=False,
+                      max_consecutive_errors=0)
+        run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(DEMO), progress=False)
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {"a.jsonl": 0o644, ".a.jsonl.lock": 0o644}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kills_and_failures_across_reruns_end_exactly_once(tmp_path, seed):
+    """Reruns that fail some questions and are killed at random points; the last clean rerun leaves
+    each question answered once, and an answer finished before a kill is never rewritten."""
+    import random
+
+    rng = random.Random(seed)
+    bench = get_benchmark("textvqa")  # repeated ids: the hard case for matching retries
+    rows = bench.read_questions(str(TEXTVQA_Q)) * 3
+    rows = [{**r, "text": f"{r['text']} #{i}"} for i, r in enumerate(rows)]
+    out, kept = tmp_path / "a.jsonl", {}
+    for _ in range(4):
+        pipe = ScriptedPipeline(fail_on=rng.sample(["sign", "house"], rng.randint(0, 1)), kill_after=rng.randint(0, 5))
+        try:
+            run_benchmark(pipe, bench, rows, str(out), image_folder=str(DEMO), batch_size=rng.randint(1, 3),
+                          progress=False)
+        except Killed:
+            pass
+        for r in read_answer_file(str(out)):
+            if not r.get("error"):
+                assert kept.setdefault(r["prompt"], r["answer_id"]) == r["answer_id"]
+    run_benchmark(ScriptedPipeline(), bench, rows, str(out), image_folder=str(DEMO), progress=False)
+    records = read_answer_file(str(out))
+    assert sorted(r["prompt"] for r in records) == sorted(r["text"] for r in rows)
+    assert all(kept.get(r["prompt"], r["answer_id"]) == r["answer_id"] for r in records)

@@ -122,7 +122,9 @@ def test_eval_textvqa_result_dir(tmp_path):
     (tmp_path / "notes.txt").write_text("not scored")
     results = eval_textvqa.main(["--annotation-file", fixture("textvqa", "TextVQA_0.5.1_val.json"),
                                  "--result-dir", str(tmp_path)])
-    assert [(r["experiment"], r["accuracy"]) for r in results] == [("ckpt_a", pytest.approx(70.0)), ("ckpt_b", 100.0)]
+    # ckpt_b answers 1 of the 5 annotated questions: the 4 others count as wrong (issue 14, item 11)
+    assert [(r["experiment"], r["accuracy"]) for r in results] == [("ckpt_a", pytest.approx(70.0)), ("ckpt_b", 20.0)]
+    assert results[1]["samples"] == 5 and results[1]["n_unanswered"] == 4
     assert (tmp_path / "ckpt_b_score.json").exists()
 
 
@@ -386,3 +388,153 @@ def test_mmbench_xlsx_drops_control_characters(tmp_path):
     out = tmp_path / "x.xlsx"
     frame.to_excel(out, index=False, engine="openpyxl")
     assert pd.read_excel(out)["prediction"].tolist() == ["A", "B"]
+
+
+# --------------------------------------------------------------------------- files scored directly (issue 14)
+def read_records(*parts):
+    return [json.loads(line) for line in open(fixture(*parts))]
+
+
+def test_textvqa_counts_questions_not_records(tmp_path, capsys):
+    """3 questions, 4 records (one question answered twice): refused, not 'Samples: 4'."""
+    records = read_records("textvqa", "answers.jsonl")[:3]
+    questions = tmp_path / "q.jsonl"
+    write_jsonl(questions, read_records("textvqa", "llava_textvqa_val_v051_ocr.jsonl")[:3])
+    args = ["--annotation-file", fixture("textvqa", "TextVQA_0.5.1_val.json"), "--question-file", str(questions)]
+    write_jsonl(tmp_path / "dup.jsonl", [*records, records[1]])
+    with pytest.raises(SystemExit, match=r"eval_textvqa: error: 1 question\(s\) answered more than once: "
+                                         r"\('003a8ae2ef43b901', 'what does the small white text spell\?'\) x2"):
+        eval_textvqa.main([*args, "--result-file", str(tmp_path / "dup.jsonl")])
+    write_jsonl(tmp_path / "two.jsonl", records[:2])  # the third question has no answer
+    [result] = eval_textvqa.main([*args, "--result-file", str(tmp_path / "two.jsonl")])
+    assert result["samples"] == 3 and result["n_unanswered"] == 1
+    assert result["accuracy"] == pytest.approx(100.0 * (1.0 + 0.6) / 3)
+    assert "note: 1 question(s) have no answer record and count as wrong" in capsys.readouterr().out
+
+
+def test_seed_refuses_a_question_answered_twice(tmp_path):
+    records = read_records("seed", "answers.jsonl")
+    write_jsonl(tmp_path / "dup.jsonl", [*records, {**records[0], "text": "D"}])
+    with pytest.raises(SystemExit, match=r"convert_seed_for_submission: error: 1 question\(s\) answered more than "
+                                         r"once: '101669' x2; merge the shards"):
+        convert_seed_for_submission.main(["--annotation-file", fixture("seed", "SEED-Bench.json"),
+                                          "--result-file", str(tmp_path / "dup.jsonl"),
+                                          "--result-upload-file", str(tmp_path / "up.jsonl")])
+    assert not (tmp_path / "up.jsonl").exists()
+
+
+def test_gqa_refuses_duplicates_and_counts_unanswered_questions(tmp_path, capsys):
+    records = read_records("gqa", "answers.jsonl")
+    base = ["--dst", str(tmp_path / "pred.json"), "--questions", fixture("gqa", "llava_gqa_testdev_balanced_mcq.jsonl")]
+    write_jsonl(tmp_path / "dup.jsonl", [*records, records[0]])
+    with pytest.raises(SystemExit, match=r"convert_gqa_for_eval: error: 1 question\(s\) answered more than once"):
+        convert_gqa_for_eval.main(["--src", str(tmp_path / "dup.jsonl"), *base])
+    write_jsonl(tmp_path / "less.jsonl", records[1:])
+    result = convert_gqa_for_eval.main(["--src", str(tmp_path / "less.jsonl"), *base])
+    n_questions = len(read_records("gqa", "llava_gqa_testdev_balanced_mcq.jsonl"))
+    assert result["n_unanswered_questions"] == n_questions - len(records) + 1
+    assert f"{n_questions - len(records) + 1} question(s) of" in capsys.readouterr().out
+
+
+def test_mmbench_refuses_a_question_round_answered_twice(tmp_path):
+    records = read_records("mmbench", "merge.jsonl")
+    (tmp_path / "answers").mkdir()
+    write_jsonl(tmp_path / "answers" / "exp.jsonl", [*records, {**records[0], "text": "B"}])
+    with pytest.raises(SystemExit, match=r"1 question/round\(s\) answered more than once"):
+        convert_mmbench_for_submission.main([
+            "--annotation-file", fixture("mmbench", "mmbench_dev_mini.tsv"), "--result-dir", str(tmp_path / "answers"),
+            "--upload-dir", str(tmp_path / "upload"), "--experiment", "exp"])
+    assert not (tmp_path / "upload" / "exp.xlsx").exists()
+
+
+def no_space_on_fsync(monkeypatch):
+    import errno
+
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_seed_on_a_full_disk_keeps_the_old_upload_whole_and_says_so(tmp_path, monkeypatch):
+    """Issue 14, item 10: the upload file was left cut at 4,096 bytes."""
+    upload = tmp_path / "up.jsonl"
+    upload.write_text('{"question_id": "old", "prediction": "A"}\n')
+    no_space_on_fsync(monkeypatch)
+    with pytest.raises(SystemExit) as e:
+        convert_seed_for_submission.main(["--annotation-file", fixture("seed", "SEED-Bench.json"),
+                                          "--result-file", fixture("seed", "answers.jsonl"),
+                                          "--result-upload-file", str(upload)])
+    assert e.value.code.startswith("convert_seed_for_submission: error: no space left on the device writing ")
+    assert "\n" not in e.value.code and str(upload) in e.value.code
+    assert upload.read_text() == '{"question_id": "old", "prediction": "A"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["up.jsonl"]  # no temporary file left behind
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    """Issue 14, item 13: mkstemp made every output 0600; colleagues could not read them."""
+    old = os.umask(0o022)
+    try:
+        upload, out = tmp_path / "up.jsonl", tmp_path / "s.json"
+        convert_seed_for_submission.main(["--annotation-file", fixture("seed", "SEED-Bench.json"),
+                                          "--result-file", fixture("seed", "answers.jsonl"),
+                                          "--result-upload-file", str(upload), "--output-json", str(out)])
+        assert merge.main(["--inputs", fixture("seed", "answers.jsonl"), "--output", str(tmp_path / "m.jsonl")]) == 0
+        os.umask(0o027)
+        eval_textvqa.main(["--annotation-file", fixture("textvqa", "TextVQA_0.5.1_val.json"),
+                           "--result-file", fixture("textvqa", "answers.jsonl"), "--output-json", str(tmp_path / "t.json")])
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"up.jsonl": 0o644, "s.json": 0o644, "m.jsonl": 0o644, "t.json": 0o640}
+
+
+# --------------------------------------------------------------------------- merge, loud (issue 14, item 12)
+def test_merge_a_question_row_without_an_id_is_a_clear_message(tmp_path, capsys):
+    write_jsonl(tmp_path / "1_0.jsonl", [answer(0)])
+    questions = tmp_path / "q.jsonl"
+    write_jsonl(questions, [{"question_id": 0}, {"text": "no id here"}])
+    assert merge.main(["--inputs", str(tmp_path / "1_0.jsonl"), "--output", str(tmp_path / "m.jsonl"),
+                       "--question-file", str(questions)]) == 1
+    err = capsys.readouterr().err
+    assert "q.jsonl: question 2 has no 'question_id' (its keys: text)" in err and "KeyError" not in err
+
+
+def test_merge_without_a_question_file_fails_on_a_missing_shard_or_a_cut_line(tmp_path, capsys):
+    write_jsonl(tmp_path / "3_0.jsonl", [answer(0)])
+    write_jsonl(tmp_path / "3_2.jsonl", [answer(2)])
+    out = tmp_path / "m.jsonl"
+    assert merge.main(["--inputs", str(tmp_path / "3_*.jsonl"), "--output", str(out)]) == 1
+    assert f"1 shard file(s) missing: {tmp_path / '3_1.jsonl'}" in capsys.readouterr().err
+    with open(tmp_path / "3_1.jsonl", "w") as f:
+        f.write(json.dumps(answer(1)) + "\n" + json.dumps(answer(5))[:20])
+    assert merge.main(["--inputs", str(tmp_path / "3_*.jsonl"), "--output", str(out)]) == 1
+    assert "3_1.jsonl:2: half-written last line (a killed run)" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_merge_checks_every_round_of_an_all_rounds_mmbench_run(tmp_path, capsys):
+    from dualfocus.eval.benchmarks import get_benchmark
+
+    tsv = os.path.join(os.path.dirname(__file__), "..", "playground", "demo", "mmbench", "mmbench_demo.tsv")
+    bench = get_benchmark("mmbench", all_rounds=True)
+    rows = bench.expand(bench.read_questions(tsv))
+    records = [answer(r["index"], round_id=r["round_id"]) for r in rows]
+    write_jsonl(tmp_path / "1_0.jsonl", records[:2] + records[3:] + [answer(0, round_id=9)])  # (0, 2) lost
+    assert merge.main(["--inputs", str(tmp_path / "1_0.jsonl"), "--output", str(tmp_path / "m.jsonl"),
+                       "--question-file", tsv]) == 1
+    err = capsys.readouterr().err
+    assert "1 question id(s) without an answer: 0 (round 2)" in err
+    assert "1 answer id(s) not in the question file: 0 (round 9)" in err
+    write_jsonl(tmp_path / "1_0.jsonl", records)
+    assert merge.main(["--inputs", str(tmp_path / "1_0.jsonl"), "--output", str(tmp_path / "m.jsonl"),
+                       "--question-file", tsv]) == 0
+
+
+def test_merge_on_a_full_disk_is_one_message(tmp_path, monkeypatch, capsys):
+    write_jsonl(tmp_path / "1_0.jsonl", [answer(0)])
+    no_space_on_fsync(monkeypatch)
+    assert merge.main(["--inputs", str(tmp_path / "1_0.jsonl"), "--output", str(tmp_path / "m.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("merge failed: no space left on the device writing ") and err.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == ["1_0.jsonl"]

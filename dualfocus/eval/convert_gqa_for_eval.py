@@ -20,9 +20,12 @@ import json
 import re
 import sys
 
+from dualfocus.eval.files import write_atomic
 from dualfocus.eval.scoring_common import (
     CategoryScore,
     answer_text,
+    check_unique,
+    cli_errors,
     default_output_json,
     format_table,
     is_error,
@@ -121,6 +124,7 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
+@cli_errors("convert_gqa_for_eval")
 def main(argv: list[str] | None = None) -> dict:
     """Map multiple-choice letters to GQA answers, write GQA's prediction file, optionally score it."""
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -133,12 +137,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     options = load_options(args.questions) if args.questions else None
     records = read_jsonl(args.src)
+    check_unique(records, lambda r: qid_key(r["question_id"]))
     try:
         predictions, how = convert(records, options)
     except ValueError as e:
         raise SystemExit(str(e)) from e
-    with open(args.dst, "w", encoding="utf-8") as f:
-        json.dump(predictions, f)
+    write_atomic(args.dst, json.dumps(predictions))
     print(f"{len(predictions)} prediction(s) written to {args.dst} ({', '.join(f'{k}: {v}' for k, v in sorted(how.items()))})")
 
     result = {"benchmark": "gqa", "src": args.src, "dst": args.dst, "conversions": how,
@@ -148,6 +152,11 @@ def main(argv: list[str] | None = None) -> dict:
             annotations = {qid_key(k): v for k, v in json.load(f).items()}
         result.update(score(predictions, annotations), gqa_annotations=args.gqa_annotations)
         print(report(result))
+    if options is not None:
+        answered = {qid_key(r["question_id"]) for r in records}
+        result["n_unanswered_questions"] = sum(q not in answered for q in options)
+        if result["n_unanswered_questions"]:
+            print(f"note: {result['n_unanswered_questions']} question(s) of {args.questions} have no answer record")
     if result["n_errors"]:
         print(f"note: {result['n_errors']} error record(s) count as wrong")
     out = args.output_json or default_output_json(args.src)

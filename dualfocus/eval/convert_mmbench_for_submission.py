@@ -20,6 +20,7 @@ asks an LLM to match free-form answers; with the single-letter prompt that rarel
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
 import re
@@ -27,9 +28,12 @@ import sys
 
 import pandas as pd
 
+from dualfocus.eval.files import write_bytes_atomic
 from dualfocus.eval.scoring_common import (
     CategoryScore,
     answer_text,
+    check_unique,
+    cli_errors,
     format_table,
     is_error,
     parse_choice_letter,
@@ -76,12 +80,15 @@ def predicted_letter(text: str, options: dict[str, str]) -> str | None:
 
 
 def load_predictions(path: str) -> tuple[dict[str, str], int]:
-    """question_id -> answer text (round 0 only, last record wins as in LLaVA); and the error count.
+    """question_id -> answer text (round 0 only); and the error count. An answer given twice for one
+    (question, round) fails (LLaVA kept the last).
 
     With LLaVA's --all-rounds a record per option rotation shares the question id; only round 0
     keeps the TSV's option order, so only it is comparable to the TSV's `answer` column."""
     predictions, errors = {}, 0
-    for record in read_jsonl(path):
+    records = read_jsonl(path)
+    check_unique(records, lambda r: (qid_key(r["question_id"]), int(r.get("round_id") or 0)), "question/round")
+    for record in records:
         if record.get("round_id", 0) not in (0, None):
             continue
         errors += is_error(record)
@@ -165,6 +172,7 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
+@cli_errors("convert_mmbench_for_submission")
 def main(argv: list[str] | None = None) -> dict:
     """Write the MMBench submission xlsx; score vanilla and circular accuracy when answers are known."""
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -181,7 +189,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     os.makedirs(args.upload_dir, exist_ok=True)
     upload_file = os.path.join(args.upload_dir, f"{args.experiment}.xlsx")
-    submission_frame(df, predictions).to_excel(upload_file, index=False, engine="openpyxl")
+    buffer = io.BytesIO()
+    submission_frame(df, predictions).to_excel(buffer, index=False, engine="openpyxl")
+    write_bytes_atomic(upload_file, buffer.getvalue())
     print(f"submission written to {upload_file}")
 
     result = {"benchmark": "mmbench", "has_answers": has_answers(df)}

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
+from dualfocus.eval.files import write_lines_atomic
 from dualfocus.eval.scoring_common import (
     CategoryScore,
     answer_text,
+    check_unique,
+    cli_errors,
     default_output_json,
     format_table,
     is_error,
@@ -101,6 +103,7 @@ def upload_records(questions: list[dict], results: dict[str, dict]) -> list[dict
     ]
 
 
+@cli_errors("convert_seed_for_submission")
 def main(argv: list[str] | None = None) -> dict:
     """Score SEED-Bench answers per question type and write the submission jsonl."""
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -111,16 +114,16 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     questions, type_names = load_annotation(args.annotation_file)
-    results = {qid_key(r["question_id"]): r for r in read_jsonl(args.result_file)}
+    records = read_jsonl(args.result_file)
+    check_unique(records, lambda r: qid_key(r["question_id"]))
+    results = {qid_key(r["question_id"]): r for r in records}
     result = score(questions, type_names, results)
     result.update(annotation_file=args.annotation_file, result_file=args.result_file,
                   result_upload_file=args.result_upload_file)
     print(report(result))
 
     upload = upload_records(questions, results)
-    os.makedirs(os.path.dirname(os.path.abspath(args.result_upload_file)), exist_ok=True)
-    with open(args.result_upload_file, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(u) + "\n" for u in upload)
+    write_lines_atomic(args.result_upload_file, upload)  # never a truncated upload, even on a full disk
     print(f"\n{len(upload)} prediction(s) written to {args.result_upload_file}")
     out = args.output_json or default_output_json(args.result_file)
     write_json_atomic(out, result)

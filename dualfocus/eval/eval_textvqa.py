@@ -5,7 +5,10 @@
 
 Records are matched to annotations as LLaVA's eval_textvqa matches them: by (image id, lower-cased
 question), the image id being the record's `question_id` (LLaVA's TextVQA question file uses the
-image id as question id) and the question parsed back out of the record's `prompt`.
+image id as question id) and the question parsed back out of the record's `prompt`. Unlike LLaVA,
+questions are counted, not records: each question of --question-file (default: of the annotation
+file) once, a question without an answer record scores 0 and is reported, and a question answered
+twice fails instead of counting twice.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import sys
 
 from dualfocus.eval.scoring_common import (
     CategoryScore,
+    ScoreInputError,
     answer_text,
+    check_unique,
+    cli_errors,
     default_output_json,
     format_table,
     is_error,
@@ -60,6 +66,11 @@ def load_annotations(path: str) -> tuple[dict, dict]:
     return by_image_question, by_question_id
 
 
+def annotation_key(entry: dict) -> tuple[str, str]:
+    """An annotated question's identity: (image id, lower-cased question)."""
+    return str(entry["image_id"]), entry["question"].lower()
+
+
 def match_annotation(record: dict, by_image_question: dict, by_question_id: dict) -> dict:
     """LLaVA's (image id, question) key first; a record whose question_id is TextVQA's own
     integer question id (no image id there) is matched by that id."""
@@ -72,33 +83,63 @@ def match_annotation(record: dict, by_image_question: dict, by_question_id: dict
     raise KeyError(key)
 
 
-def evaluate(annotation_file: str, result_file: str) -> dict:
-    """Score one result file; returns the numbers written to the score JSON."""
-    by_image_question, by_question_id = load_annotations(annotation_file)
-    records = read_jsonl(result_file)
-    unmatched, pairs, scores = [], [], []
+def question_keys(question_file: str, by_image_question: dict) -> list[tuple[str, str]]:
+    """The annotated questions a LLaVA question file asks (its `text` has the prompt's layout)."""
+    from dualfocus.eval.benchmarks import read_question_lines
+
+    keys = []
+    for row in read_question_lines(question_file):
+        try:
+            key = (str(row["question_id"]), question_from_prompt(row["text"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ScoreInputError(f"{question_file}: question {row.get('question_id')!r} is unreadable ({e})") from e
+        if key not in by_image_question:
+            raise ScoreInputError(f"{question_file}: question {key!r} is not in the annotation file")
+        keys.append(key)
+    return keys
+
+
+def match_records(records: list[dict], by_image_question: dict, by_question_id: dict) -> dict:
+    """(image id, question) -> the record answering it; a record matching nothing or a question
+    answered twice fails (the last answer would win silently)."""
+    unmatched, keyed = [], []
     for record in records:
         try:
-            annotation = match_annotation(record, by_image_question, by_question_id)
+            keyed.append((annotation_key(match_annotation(record, by_image_question, by_question_id)), record))
         except (KeyError, ValueError) as e:
             unmatched.append(f"{record.get('question_id')!r}: {e}")
-            continue
-        score = vqa_accuracy(answer_text(record), annotation["answers"])
-        scores.append(score)
-        pairs.append(("error records" if is_error(record) else "answered", score))
     if unmatched:
-        raise SystemExit(f"{len(unmatched)} result record(s) match no annotation in {annotation_file}:\n  "
-                         + "\n  ".join(unmatched[:20]))
+        raise ScoreInputError(f"{len(unmatched)} result record(s) match no annotation: " + "; ".join(unmatched[:20]))
+    check_unique([key for key, _ in keyed], lambda key: key)
+    return dict(keyed)
+
+
+def evaluate(annotation_file: str, result_file: str, question_file: str | None = None) -> dict:
+    """Score one result file over its questions (the question file's, else every annotated one):
+    each question once; one without an answer record scores 0 and is counted."""
+    by_image_question, by_question_id = load_annotations(annotation_file)
+    answered = match_records(read_jsonl(result_file), by_image_question, by_question_id)
+    questions = question_keys(question_file, by_image_question) if question_file else list(by_image_question)
+    extra = set(answered) - set(questions)
+    if extra:
+        raise ScoreInputError(f"{len(extra)} record(s) answer questions not in {question_file}: {sorted(extra)[:20]}")
+    pairs = []
+    for key in questions:
+        record = answered.get(key)
+        score = vqa_accuracy(answer_text(record), by_image_question[key]["answers"]) if record is not None else 0.0
+        kind = "no answer record" if record is None else "error records" if is_error(record) else "answered"
+        pairs.append((kind, score))
     rows = tally(pairs)
-    accuracy = 100.0 * sum(scores) / len(scores) if scores else 0.0
     return {
         "benchmark": "textvqa",
         "experiment": os.path.splitext(os.path.basename(result_file))[0],
         "annotation_file": annotation_file,
         "result_file": result_file,
-        "samples": len(scores),
-        "accuracy": accuracy,
-        "n_errors": sum(is_error(r) for r in records),
+        "question_file": question_file,
+        "samples": len(pairs),
+        "accuracy": 100.0 * sum(score for _, score in pairs) / len(pairs) if pairs else 0.0,
+        "n_errors": sum(is_error(r) for r in answered.values()),
+        "n_unanswered": len(questions) - len(answered),
         "categories": [r.to_dict() for r in rows],
     }
 
@@ -107,11 +148,14 @@ def report(result: dict) -> str:
     lines = [result["experiment"], f"Samples: {result['samples']}", f"Accuracy: {result['accuracy']:.2f}%"]
     if result["n_errors"]:
         lines.append(f"Error records (scored 0): {result['n_errors']}")
+    if result["n_unanswered"]:
+        lines.append(f"note: {result['n_unanswered']} question(s) have no answer record and count as wrong")
     rows = [CategoryScore.from_dict(r) for r in result["categories"]]
     lines += ["", format_table("Per category", rows)]
     return "\n".join(lines)
 
 
+@cli_errors("eval_textvqa")
 def main(argv: list[str] | None = None) -> list[dict]:
     """Score TextVQA answers with the official 10-annotator accuracy."""
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -120,6 +164,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--result-dir", default=None, help="score every *.jsonl in this folder (as LLaVA's)")
     parser.add_argument("--output-json", default=None,
                         help="default: <result file stem>_score.json beside each result file")
+    parser.add_argument("--question-file", default=None,
+                        help="the questions asked (LLaVA's jsonl); default: every question of the annotation file")
     args = parser.parse_args(argv)
     files = [args.result_file] if args.result_file else []
     if args.result_dir:
@@ -131,7 +177,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         parser.error("--output-json names one file; with several results leave it out")
     results = []
     for result_file in files:
-        result = evaluate(args.annotation_file, result_file)
+        result = evaluate(args.annotation_file, result_file, args.question_file)
         print(report(result))
         out = args.output_json or default_output_json(result_file)
         write_json_atomic(out, result)

@@ -5,24 +5,25 @@ The pieces, each a plain function:
 - `resolve_shard` / `resolve_device`: which chunk of the question file this process answers, and
   on which device, from the arguments or else the environment (Slurm, torchrun);
 - `split_list` / `get_chunk`: LLaVA's contiguous chunking (ceil(n / k) questions per chunk);
-- `AnswerWriter`: the answer file, opened for appending; a half-written last line (a run killed
-  mid-write) is cut off first; every record is written as one line and flushed;
+- `AnswerWriter` (`dualfocus.eval.answers`): the answer file, locked, opened for appending; a
+  half-written last line (a run killed mid-write) is cut off first; every record is one flushed line;
 - `run_benchmark`: the loop over batches with a tqdm progress bar; a question that fails (its
-  image, its row, or the pipeline on it) becomes an answer record with an `error` field;
+  image, its row, or the pipeline on it) becomes an answer record with an `error` field; a model
+  that cannot load stops the run before the first question;
 - `summarize`: counts, errors, fallback rate, and, where the gold answers are known, the accuracy
   of the macro answer, the micro answer, the final answer and the oracle choice, all read from the
   trace each record keeps in `metadata`;
 - `run_eval`: all of the above with a model loaded from a checkpoint; the CLIs call it.
 
-Resume: a rerun with the same answer file skips the questions already answered. Answers are
-counted per (question id, round id) and the first that many questions with that key in the chunk
-are skipped (TextVQA repeats ids: one id per image), so nothing is asked twice and no line is
-duplicated. Records are written in question order, so the count identifies the questions.
+Resume: a rerun with the same answer file skips the questions already answered and asks again
+those that have an error record (their error lines are removed first, atomically, so a question
+never counts twice; `skip_failed` keeps them as answered). Records are matched to questions per
+(question id, round id), by prompt where an id repeats (TextVQA: one id per image), so nothing
+finished is asked twice and no line is duplicated.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -33,14 +34,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dualfocus.eval.answers import (  # noqa: F401 - re-exported: the runner's public names
+    AnswerWriter,
+    answer_key,
+    match_records,
+    read_answer_file,
+    repair_last_line,
+)
 from dualfocus.eval.benchmarks import (
     Benchmark,
     ImageLoadError,
     RecordError,
     get_benchmark,
-    jsonable,
     score_answer,
 )
+from dualfocus.eval.files import EvalRunError
 
 log = logging.getLogger(__name__)
 
@@ -112,91 +120,6 @@ def resolve_device(device: str | None = None, env: Mapping[str, str] | None = No
     return "cuda"
 
 
-# -- the answer file ----------------------------------------------------------------------------
-def answer_key(record: Mapping) -> tuple[str, int]:
-    """How answers are counted: (question id as a string, round id); round 0 without one."""
-    return str(record["question_id"]), int(record.get("round_id") or 0)
-
-
-class AnswerWriter:
-    """An answer jsonl opened for appending, one flushed line per record.
-
-    Opening it repairs a half-written last line (the file is cut back to its last newline) and
-    reads what is already there; `done` counts those records per `answer_key`.
-    """
-
-    def __init__(self, path: str):
-        self.path = os.path.expanduser(path)
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        self.repaired = repair_last_line(self.path)
-        self.existing = read_answer_file(self.path)
-        self.done = Counter(answer_key(r) for r in self.existing)
-        self._file = open(self.path, "a", encoding="utf-8")  # created even when nothing is written
-
-    def write(self, record: Mapping) -> None:
-        self._file.write(json.dumps(jsonable(record), ensure_ascii=False) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> AnswerWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def repair_last_line(path: str) -> int:
-    """Cut a file that does not end with a newline back to its last newline; returns bytes removed."""
-    if not os.path.exists(path):
-        return 0
-    with open(path, "rb+") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        if size == 0:
-            return 0
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return 0
-        # Read backwards in blocks until a newline (answer lines are short; metadata can be long).
-        end, block = size, 1 << 16
-        keep = 0
-        while end > 0:
-            start = max(0, end - block)
-            f.seek(start)
-            data = f.read(end - start)
-            cut = data.rfind(b"\n")
-            if cut >= 0:
-                keep = start + cut + 1
-                break
-            end = start
-        f.truncate(keep)
-    log.warning("%s: removed a half-written last line (%d bytes)", path, size - keep)
-    return size - keep
-
-
-def read_answer_file(path: str) -> list[dict]:
-    """The records of an answer file; a line that is not an answer record is an error (loudly)."""
-    if not os.path.exists(path):
-        return []
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: corrupt answer line ({e.msg}); move the file away "
-                                 "or fix it before resuming") from e
-            if not isinstance(record, dict) or "question_id" not in record:
-                raise ValueError(f"{path}:{lineno}: not an answer record (no question_id)")
-            records.append(record)
-    return records
-
-
 # -- the loop -------------------------------------------------------------------------------------
 @dataclass
 class Question:
@@ -206,6 +129,7 @@ class Question:
     key: tuple[str, int]
     query: Any = None  # FocusQuery, or None when the row is unreadable
     error: str | None = None
+    prompt: str = ""  # the record's `prompt`: what tells apart questions that share an id
 
 
 def read_question(benchmark: Benchmark, row: dict) -> Question:
@@ -215,6 +139,7 @@ def read_question(benchmark: Benchmark, row: dict) -> Question:
         question.query = benchmark.to_query(row)
     except RecordError as e:
         question.error = f"bad record: {e}"
+    question.prompt = question.query.prompt if question.query is not None else benchmark.fallback_prompt(row)
     return question
 
 
@@ -281,70 +206,102 @@ def answer_batch(pipeline, items: list) -> list:
     return [answer_batch(pipeline, [item])[0] for item in items]
 
 
+class TooManyErrors(EvalRunError):
+    """`max_consecutive_errors` questions in a row failed: a cause shared by all (a wrong folder)."""
+
+
+class ModelLoadError(EvalRunError):
+    """The checkpoint could not be loaded: nothing can be answered, so the run stops before it starts."""
+
+
 def run_benchmark(pipeline, benchmark: Benchmark, rows: Sequence[dict], answers_file: str, *,
                   image_folder: str = "", model_id: str = "", batch_size: int = 8, progress: bool = True,
-                  annotations: Any = None, max_consecutive_errors: int = 64) -> dict:
+                  annotations: Any = None, max_consecutive_errors: int = 64, skip_failed: bool = False) -> dict:
     """Answer `rows` (one chunk of the question file) into `answers_file`; returns the summary.
 
     `pipeline` is a `DualFocus` (anything with ``run([(query, image), ...]) -> [FocusResult]`` and
-    a ``config``). Questions already in the answer file are skipped (see the module docstring).
-    One bad question never stops the run; `max_consecutive_errors` failing in a row do (a wrong
-    image folder, a model that fails on everything): the answers so far are kept, and a rerun
-    resumes. 0 never stops.
+    a ``config``; a ``load()`` method, when it has one, is called once before the first question
+    and its failure stops the run). Questions already answered are skipped; error records of an
+    earlier run are removed and their questions asked again, unless `skip_failed` (then they count
+    as answered). One bad question never stops the run; `max_consecutive_errors` failing in a row
+    do (a wrong image folder, a model that fails on everything): the answers so far are kept.
+    0 never stops.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     questions = [read_question(benchmark, row) for row in rows]
     started = time.perf_counter()
-    new = failing = 0
-    with AnswerWriter(answers_file) as writer:
-        skip = Counter(writer.done)
-        todo = []
-        for question in questions:
-            if skip[question.key] > 0:
-                skip[question.key] -= 1
-            else:
-                todo.append(question)
-        skipped = len(questions) - len(todo)
-        bar = _progress_bar(len(questions), skipped, progress, benchmark.name)
-        config = getattr(pipeline, "config", None)
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            records: list[dict | None] = [None] * len(batch)
-            items, owners = [], []
-            for i, question in enumerate(batch):
-                if question.error is not None:
-                    records[i] = error_record(benchmark, question, question.error, model_id, config)
-                    continue
-                try:
-                    image = benchmark.load_image(question.query, image_folder)
-                except ImageLoadError as e:
-                    records[i] = error_record(benchmark, question, f"image: {e}", model_id, config)
-                    continue
-                items.append((question.query, image))
-                owners.append(i)
-            results = answer_batch(pipeline, items) if items else []
-            for i, result in zip(owners, results):
-                if isinstance(result, Exception):
-                    error = f"pipeline: {type(result).__name__}: {result}"
-                    records[i] = error_record(benchmark, batch[i], error, model_id, config)
-                else:
-                    records[i] = answer_record(benchmark, batch[i], result, model_id)
-            for record in records:  # in question order: resume counts on it
-                writer.write(record)
-                new += 1
-                bar.update(1)
-                failing = failing + 1 if "error" in record else 0
-            if max_consecutive_errors and failing >= max_consecutive_errors:
-                bar.close()
-                raise RuntimeError(f"{failing} questions in a row failed, the last with: {records[-1]['error']}; "
-                                   f"stopping (answers so far are in {writer.path}; a rerun resumes)")
-        bar.close()
+    with AnswerWriter(answers_file, retry_failed=not skip_failed) as writer:
+        matched = match_records([(q.key, q.prompt) for q in questions], writer.existing)
+        todo = [q for q, record in zip(questions, matched) if record is None]
+        retried = sum(r is not None for r in match_records([(q.key, q.prompt) for q in todo], writer.dropped))
+        if todo and hasattr(pipeline, "load"):
+            pipeline.load()
+        run = _Run(pipeline, benchmark, writer, image_folder, model_id, max_consecutive_errors, skip_failed)
+        with _progress_bar(len(questions), len(questions) - len(todo), progress, benchmark.name) as run.bar:
+            for start in range(0, len(todo), batch_size):
+                run.answer(todo[start : start + batch_size])
         summary = summarize(benchmark, questions, read_answer_file(writer.path), annotations)
     elapsed = time.perf_counter() - started
-    summary.update(answers_file=answers_file, new=new, skipped=skipped, resumed_from=len(writer.existing), repaired_bytes=writer.repaired, elapsed_s=round(elapsed, 3),
-                   questions_per_s=round(new / elapsed, 3) if elapsed > 0 else None)
+    summary.update(answers_file=answers_file, new=run.new, skipped=len(questions) - len(todo), retried=retried,
+                   resumed_from=len(writer.existing), repaired_bytes=writer.repaired, elapsed_s=round(elapsed, 3),
+                   questions_per_s=round(run.new / elapsed, 3) if elapsed > 0 else None)
     return summary
+
+
+@dataclass
+class _Run:
+    """One run's loop state: what answers a batch and where its records go."""
+
+    pipeline: Any
+    benchmark: Benchmark
+    writer: AnswerWriter
+    image_folder: str
+    model_id: str
+    max_consecutive_errors: int
+    skip_failed: bool = False
+    new: int = 0
+    failing: int = 0
+    bar: Any = None
+
+    def answer(self, batch: list[Question]) -> None:
+        """Answer a batch and append its records in question order (resume matches on them)."""
+        records = self.records(batch)
+        for record in records:
+            self.writer.write(record)
+            self.new += 1
+            self.bar.update(1)
+            self.failing = self.failing + 1 if "error" in record else 0
+        if self.max_consecutive_errors and self.failing >= self.max_consecutive_errors:
+            raise TooManyErrors(
+                f"{self.failing} questions in a row failed, the last with: {records[-1]['error']}; stopping. "
+                f"The answers so far are in {self.writer.path}: fix the cause, then rerun the same command "
+                + ("without --skip-failed (it would keep these errors as answers)" if self.skip_failed else
+                   "(answered questions are skipped, failed ones asked again)"))
+
+    def records(self, batch: list[Question]) -> list[dict]:
+        bench, config = self.benchmark, getattr(self.pipeline, "config", None)
+        records: list[dict | None] = [None] * len(batch)
+        items, owners = [], []
+        for i, question in enumerate(batch):
+            if question.error is not None:
+                records[i] = error_record(bench, question, question.error, self.model_id, config)
+                continue
+            try:
+                image = bench.load_image(question.query, self.image_folder)
+            except ImageLoadError as e:
+                records[i] = error_record(bench, question, f"image: {e}", self.model_id, config)
+                continue
+            items.append((question.query, image))
+            owners.append(i)
+        results = answer_batch(self.pipeline, items) if items else []
+        for i, result in zip(owners, results):
+            if isinstance(result, Exception):
+                error = f"pipeline: {type(result).__name__}: {result}"
+                records[i] = error_record(bench, batch[i], error, self.model_id, config)
+            else:
+                records[i] = answer_record(bench, batch[i], result, self.model_id)
+        return records
 
 
 def _progress_bar(total: int, done: int, enabled: bool, name: str):
@@ -367,21 +324,14 @@ def summarize(benchmark: Benchmark, questions: Sequence[Question], records: Sequ
     when either the macro or the micro answer is right (the ceiling of any choice rule). Error
     records count as wrong. ``fallback_rate``: the share of answered questions without a micro pass.
     """
-    by_key: dict[tuple[str, int], list[Mapping]] = {}
-    for record in records:
-        by_key.setdefault(answer_key(record), []).append(record)
-    seen: Counter = Counter()
+    matched = match_records([(q.key, q.prompt) for q in questions], records)
     answered, errors, fallbacks, ok, step_errors = 0, 0, 0, 0, 0
     choices: Counter = Counter()
     scores = {name: 0.0 for name in ABLATIONS}
     with_gold = 0
-    for question in questions:
-        k = seen[question.key]
-        seen[question.key] += 1
-        matches = by_key.get(question.key, [])
-        if k >= len(matches):
+    for question, record in zip(questions, matched):
+        if record is None:
             continue
-        record = matches[k]
         answered += 1
         meta = record.get("metadata") or {}
         if record.get("error"):
@@ -428,6 +378,8 @@ def format_summary(summary: Mapping) -> str:
         f"({summary.get('new', 0)} now, {summary.get('resumed_from', 0)} from an earlier run), "
         f"{summary['errors']} error(s)",
     ]
+    if summary.get("retried"):
+        lines.append(f"{summary['retried']} question(s) asked again after an error in an earlier run")
     if summary.get("step_errors"):
         lines.append(f"{summary['step_errors']} answer(s) kept the macro answer after a failed step "
                      "(metadata.error says which)")
@@ -472,6 +424,7 @@ def run_eval(
     summary_file: str | None = None,
     progress: bool = True,
     max_consecutive_errors: int = 64,
+    skip_failed: bool = False,
     **benchmark_options,
 ) -> dict:
     """Answer one chunk of a benchmark's question file with DualFocus, appending to the answer file.
@@ -480,16 +433,18 @@ def run_eval(
     from the environment: SLURM_PROCID/SLURM_NTASKS, else RANK/WORLD_SIZE, else
     LOCAL_RANK/WORLD_SIZE, else the whole file. The device is --device, else cuda:SLURM_LOCALID or
     cuda:LOCAL_RANK (modulo the visible GPUs), else cuda, else cpu; "auto" spreads one model over
-    all GPUs. A rerun resumes: questions already in the answer file are skipped, a half-written
-    last line is cut off. A question whose image or row is bad, or that makes the pipeline fail,
-    becomes an answer line with an "error" field and the run goes on, unless
-    --max-consecutive-errors questions in a row fail (0: never stop). The summary (counts, errors,
+    all GPUs. A rerun resumes: questions already answered are skipped, questions with an error
+    record are asked again (--skip-failed keeps them as answered), a half-written last line is cut
+    off; one runner at a time may write an answer file. The model is loaded once, before the first
+    question: a checkpoint that cannot load stops the run (exit status 1). A question whose image or
+    row is bad, or that makes the pipeline fail, becomes an answer line with an "error" field and
+    the run goes on, unless --max-consecutive-errors questions in a row fail (0: never stop). The summary (counts, errors,
     fallback rate, and with known answers the macro / micro / final / oracle accuracy read from
     the trace in each record's metadata) is printed and returned.
     """
     bench = get_benchmark(benchmark, **benchmark_options)
     num_chunks, chunk_idx = resolve_shard(num_chunks, chunk_idx)
-    rows = bench.expand(list(get_chunk(bench.read_questions(question_file), num_chunks, chunk_idx)))
+    rows = read_chunk(bench, question_file, num_chunks, chunk_idx)
     annotations = bench.load_annotations(annotation_file) if annotation_file else None
     from dualfocus.mm_utils import get_model_name_from_path
 
@@ -500,7 +455,7 @@ def run_eval(
         num_beams=num_beams, max_new_tokens=max_new_tokens))
     summary = run_benchmark(pipeline, bench, rows, answers_file, image_folder=image_folder, model_id=model_id,
                             batch_size=batch_size, progress=progress, annotations=annotations,
-                            max_consecutive_errors=max_consecutive_errors)
+                            max_consecutive_errors=max_consecutive_errors, skip_failed=skip_failed)
     summary.update(chunk=f"{chunk_idx}/{num_chunks}", model_id=model_id, device=pipeline.device_used,
                    mode=mode, selection=selection, engine=engine)
     print(format_summary(summary), flush=True)
@@ -509,6 +464,13 @@ def run_eval(
 
         write_json_atomic(summary_file, summary)
     return summary
+
+
+def read_chunk(bench: Benchmark, question_file: str, num_chunks: int, chunk_idx: int) -> list[dict]:
+    """The rows of one chunk of the question file, as asked (MMBench --all-rounds: every rotation)."""
+    if not os.path.isfile(os.path.expanduser(question_file)):
+        raise EvalRunError(f"no question file {question_file}; check --question-file")
+    return bench.expand(list(get_chunk(bench.read_questions(question_file), num_chunks, chunk_idx)))
 
 
 class _LazyPipeline:
@@ -525,9 +487,19 @@ class _LazyPipeline:
         self.device_used = None
         self._pipeline = None
 
-    def run(self, items):
-        if self._pipeline is None:
+    def load(self) -> None:
+        """Load the model once; any failure is the run's, not a question's (`ModelLoadError`)."""
+        if self._pipeline is not None:
+            return
+        try:
             self._pipeline = self._load()
+        except Exception as e:  # noqa: BLE001 - every cause is fatal here; re-raised with it chained
+            where = self.model_path + (f" (base {self.model_base})" if self.model_base else "")
+            raise ModelLoadError(f"cannot load the checkpoint {where}: {type(e).__name__}: {one_line(e)}; "
+                                 "check --model-path / --model-base, then rerun") from e
+
+    def run(self, items):
+        self.load()
         return self._pipeline.run(items)
 
     def _load(self):
@@ -545,6 +517,12 @@ class _LazyPipeline:
         else:
             from dualfocus.engine.reference import ReferenceEngine as engine_class
         return DualFocus(engine_class(model, tokenizer, image_processor), self.benchmark.protocol, self.config)
+
+
+def one_line(error: BaseException, limit: int = 400) -> str:
+    """An exception's message on one line (transformers' errors span several), at most `limit` chars."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # -- the CLIs ---------------------------------------------------------------------------------------------
@@ -580,7 +558,9 @@ def build_parser(benchmark: str | None, description: str | None = None):
     add("--summary-file", default=None, help="also write the summary here as JSON")
     add("--no-progress", dest="progress", action="store_false", help="no progress bar")
     add("--max-consecutive-errors", type=int, default=64,
-        help="stop when this many questions in a row fail (answers kept; a rerun resumes); 0: never")
+        help="stop when this many questions in a row fail (answers kept; a rerun asks them again); 0: never")
+    add("--skip-failed", action="store_true",
+        help="on resume, keep earlier error records as answers instead of asking those questions again")
     if benchmark == "mmbench":
         add("--all-rounds", action="store_true", help="ask every rotation of the options (round_id = k)")
         add("--single-pred-prompt", action=argparse.BooleanOptionalAction, default=True,
@@ -592,6 +572,16 @@ def build_parser(benchmark: str | None, description: str | None = None):
 
 def main(benchmark: str | None, argv: Sequence[str] | None = None) -> dict:
     """Parse a CLI's arguments and call `run_eval`."""
-    args = vars(build_parser(benchmark).parse_args(argv))
+    parser = build_parser(benchmark)
+    args = vars(parser.parse_args(argv))
     name = args.pop("benchmark", benchmark)
-    return run_eval(name, **args)
+    try:
+        return run_eval(name, **args)
+    except (EvalRunError, OSError, ValueError) as e:  # a cause the user fixes: one line, no traceback
+        raise SystemExit(f"{parser.prog}: error: {_cli_message(e)}") from None
+
+
+def _cli_message(error: Exception) -> str:
+    if isinstance(error, FileNotFoundError) and error.filename:
+        return f"no such file: {error.filename}"
+    return one_line(error, limit=2000)

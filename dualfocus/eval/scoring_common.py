@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+
+from dualfocus.eval.files import EvalRunError, write_atomic
 
 
 @dataclass
@@ -115,16 +117,39 @@ def default_output_json(result_path: str, suffix: str = "_score.json") -> str:
 
 
 def write_json_atomic(path: str, payload) -> None:
-    """Write JSON to a temporary file in the same folder, then os.replace it into place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write JSON all or nothing (a temporary file beside it, fsynced, moved into place); the mode
+    follows the umask; a full disk raises `DiskFullError` with one clear message."""
+    write_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+
+class ScoreInputError(Exception):
+    """The result file cannot be scored as it is (an answer twice, ...); the message says why."""
+
+
+def check_unique(records: Iterable[Mapping], key, what: str = "question") -> None:
+    """Fail when two records share `key(record)`: a file scored directly (not through the checked
+    merge) must not let the last of two answers silently win."""
+    counts = Counter(key(r) for r in records)
+    repeated = [k for k, n in counts.items() if n > 1]
+    if repeated:
+        shown = ", ".join(f"{k!r} x{counts[k]}" for k in repeated[:20])
+        raise ScoreInputError(f"{len(repeated)} {what}(s) answered more than once: {shown}"
+                              f"{' ...' if len(repeated) > 20 else ''}; merge the shards with "
+                              "`python -m dualfocus.eval.merge --question-file ...` (it checks each is answered once)")
+
+
+def cli_errors(prog: str):
+    """Decorate a scorer's `main`: a result file it cannot score or a full disk -> one line, exit 1."""
+    import functools
+
+    def decorate(main):
+        @functools.wraps(main)
+        def wrapped(argv=None):
+            try:
+                return main(argv)
+            except (ScoreInputError, EvalRunError) as e:
+                raise SystemExit(f"{prog}: error: {e}") from None
+
+        return wrapped
+
+    return decorate

@@ -163,6 +163,16 @@ def _field(record: Mapping, key: str, benchmark: str):
         ) from None
 
 
+def _text_field(record: Mapping, key: str, benchmark: str) -> str:
+    """A field that must hold the question text: a string (null, a number or a list is a bad record)."""
+    value = _field(record, key, benchmark)
+    if not isinstance(value, str):
+        qid = record.get("question_id", record.get("index"))
+        raise RecordError(f"{benchmark} record {qid!r}: {key!r} is {type(value).__name__} {value!r:.40}, "
+                          "expected the question text")
+    return value
+
+
 def _check_no_image_token(text: str, benchmark: str, qid) -> None:
     if IMAGE in text:
         raise RecordError(f"{benchmark} record {qid!r}: the question text already contains {IMAGE!r}")
@@ -345,7 +355,7 @@ class SeedProtocol(Protocol):
 
     def from_record(self, record: Mapping) -> FocusQuery:
         qid = _field(record, "question_id", self.name)
-        text = _field(record, "text", self.name)
+        text = _text_field(record, "text", self.name)
         _check_no_image_token(text, self.name, qid)
         lines = text.split("\n")
         rest = lines[1:]
@@ -381,7 +391,7 @@ class GQAProtocol(Protocol):
 
     def from_record(self, record: Mapping) -> FocusQuery:
         qid = _field(record, "question_id", self.name)
-        raw = record["question"] if "question" in record else _field(record, "text", self.name)
+        raw = _text_field(record, "question" if "question" in record else "text", self.name)
         _check_no_image_token(raw, self.name, qid)
         lines = raw.split("\n")
         if lines[-1] == OPTION_INSTRUCTION:  # a LLaVA-style text that already carries it
@@ -419,7 +429,7 @@ class TextVQAProtocol(Protocol):
 
     def from_record(self, record: Mapping) -> FocusQuery:
         qid = _field(record, "question_id", self.name)
-        text = _field(record, "text", self.name)
+        text = _text_field(record, "text", self.name)
         _check_no_image_token(text, self.name, qid)
         lines = text.split("\n")
         instruction = lines[-1] if len(lines) > 1 and lines[-1] in KNOWN_INSTRUCTIONS else None
@@ -452,7 +462,7 @@ class VQAProtocol(TextVQAProtocol):
 
     def from_record(self, record: Mapping) -> FocusQuery:
         qid = _field(record, "question_id", self.name)
-        text = _field(record, "text", self.name)
+        text = _text_field(record, "text", self.name)
         _check_no_image_token(text, self.name, qid)
         lines = text.split("\n")
         instruction = None

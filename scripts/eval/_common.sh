@@ -90,7 +90,7 @@ df_score() {
         textvqa)
             "$PYTHON" -m dualfocus.eval.eval_textvqa \
                 --annotation-file "$BENCH_DIR/TextVQA_0.5.1_val.json" \
-                --result-file "$merged" ;;
+                --question-file "$QUESTION_FILE" --result-file "$merged" ;;
     esac
 }
 
@@ -101,6 +101,8 @@ df_checkpoint() {
     CKPT_NAME=${CKPT_NAME:-$(basename -- "$CKPT")}   # basename drops trailing slashes
     case $CKPT_NAME in
         ""|/|.|..) df_die "cannot name the answers after checkpoint '$CKPT'; set CKPT_NAME" ;;
+        */*) df_die "CKPT_NAME='$CKPT_NAME' is not a plain name (it has a '/'; answers must stay under" \
+            "DATA_ROOT): give a name without '/'" ;;
     esac
     [[ -f $QUESTION_FILE ]] || df_die "no question file $QUESTION_FILE (DATA_ROOT=$DATA_ROOT; run from the" \
         "repository root or set DATA_ROOT; layout: playground/data/eval/README.md)"
@@ -132,6 +134,28 @@ df_describe_status() {
     else
         echo "exit status $1"
     fi
+}
+
+# df_rerun_advice STATUS...: what a rerun does. Killed shards resume; a shard that stopped on an
+# error (exit status 1: a checkpoint that cannot load, a full disk, ...) stops again until its cause,
+# printed above, is fixed.
+df_rerun_advice() {
+    local s killed_only=1
+    for s in "$@"; do ((s > 128)) || killed_only=0; done
+    if ((killed_only)); then
+        echo "$DF_PROG: rerun the same command to resume (answered questions are skipped, failed ones asked again)"
+    else
+        echo "$DF_PROG: fix the cause shown above, then rerun the same command (answered questions are" \
+            "skipped, failed ones asked again)"
+    fi
+}
+
+# df_task_list "0-2,5": srun's task ranges, one number a line (0 1 2 5).
+df_task_list() {
+    local part
+    for part in ${1//,/ }; do
+        if [[ $part == *-* ]]; then seq "${part%-*}" "${part#*-}"; else echo "$part"; fi
+    done
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -195,7 +219,7 @@ df_eval_local() {
                 echo "  shard $i/$n (pid ${pids[$i]}): $(df_describe_status "${f#*:}"); log: $LOG_DIR/${n}_$i.log"
                 tail -n 5 "$LOG_DIR/${n}_$i.log" | sed 's/^/    | /'
             done
-            echo "$DF_PROG: rerun the same command to resume (answered questions are skipped)"
+            df_rerun_advice "${failed[@]#*:}"
         } >&2
         exit 1
     fi
@@ -208,6 +232,9 @@ df_eval_slurm() {
     DF_PROG=$(basename "$0" .sh)
     df_benchmark "$1"; shift
     [[ ${1:-} == -h || ${1:-} == --help ]] && df_usage
+    command -v srun > /dev/null 2>&1 ||
+        df_die "srun is not installed here (no Slurm client): run on a Slurm login node, or use" \
+            "eval_$DF_BENCH.sh on this machine"
     local positional=()
     while (($#)) && [[ $1 != -- ]]; do positional+=("$1"); shift; done
     (($#)) && shift   # the "--"
@@ -263,18 +290,21 @@ df_eval_slurm() {
             echo "$DF_PROG: srun failed (exit status $status; srun's log: $srun_log)"
             local line t how
             # srun names each task that ended badly: "srun: error: <node>: task 1: Exited with exit
-            # code 3" (or "Killed"); the others were stopped by --kill-on-bad-exit ("Terminated").
+            # code 3" (or "Killed"; several at once: "tasks 0-1,3: ..."); the others were stopped by
+            # --kill-on-bad-exit ("Terminated").
             while read -r line; do
-                t=$(sed -E 's/.*task ([0-9]+):.*/\1/' <<< "$line")
                 how=${line##*: }
-                if [[ $how == Terminated ]]; then
-                    echo "  task $t: stopped by --kill-on-bad-exit; log: $LOG_DIR/task_$t.log"
-                else
-                    echo "  task $t FAILED: $how; log: $LOG_DIR/task_$t.log"
-                    tail -n 5 "$LOG_DIR/task_$t.log" | sed 's/^/    | /'
-                fi
-            done < <(grep -E "^srun: error: .*: task [0-9]+: " "$srun_log")
-            echo "$DF_PROG: rerun the same command (same GPUS) to resume (answered questions are skipped)"
+                for t in $(df_task_list "$(sed -E 's/.*tasks? ([0-9,-]+):.*/\1/' <<< "$line")"); do
+                    if [[ $how == Terminated ]]; then
+                        echo "  task $t: stopped by --kill-on-bad-exit; log: $LOG_DIR/task_$t.log"
+                    else
+                        echo "  task $t FAILED: $how; log: $LOG_DIR/task_$t.log"
+                        tail -n 5 "$LOG_DIR/task_$t.log" | sed 's/^/    | /'
+                    fi
+                done
+            done < <(grep -E "^srun: error: .*: tasks? [0-9,-]+: " "$srun_log")
+            echo "$DF_PROG: fix the cause shown above if a task failed on an error, then rerun the same" \
+                "command (same GPUS; answered questions are skipped, failed ones asked again)"
         } >&2
         exit 1
     fi

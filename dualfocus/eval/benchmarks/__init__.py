@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,20 +49,8 @@ class Benchmark:
 
     # -- reading --------------------------------------------------------------------------------
     def read_questions(self, path: str) -> list[dict]:
-        """The rows of a jsonl question file, in file order; a line that is not JSON is an error."""
-        rows = []
-        with open(os.path.expanduser(path), encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: not a JSON line ({e.msg})") from e
-                if not isinstance(row, dict):
-                    raise ValueError(f"{path}:{lineno}: a question is a JSON object, got {type(row).__name__}")
-                rows.append(row)
-        return rows
+        """The rows of a jsonl question file, in file order (see `read_question_lines`)."""
+        return read_question_lines(path)
 
     def expand(self, rows: list[dict]) -> list[dict]:
         """Rows as asked (MMBench --all-rounds: one per rotation); applied after sharding."""
@@ -76,11 +65,18 @@ class Benchmark:
 
     def to_query(self, row: Mapping) -> FocusQuery:
         """The protocol's reading of the row; raises `RecordError` for a row it cannot read."""
-        return self.protocol.from_record(row)
+        if UNREADABLE in row:
+            raise RecordError(row[UNREADABLE])
+        query = self.protocol.from_record(row)
+        if query.image is not None and not isinstance(query.image, str):
+            raise RecordError(f"{self.name} record {query.question_id!r}: 'image' is "
+                              f"{type(query.image).__name__} {query.image!r:.40}, expected a file name")
+        return query
 
     def fallback_prompt(self, row: Mapping) -> str:
         """The answer record's `prompt` for a row the protocol could not read (scorers match on it)."""
-        return str(row.get("text", ""))
+        text = row.get("text")
+        return text if isinstance(text, str) else ""
 
     def load_image(self, query: FocusQuery, image_folder: str = "") -> Image.Image:
         """The question's image, RGB; `ImageLoadError` naming the file (or row) when it cannot be read."""
@@ -120,6 +116,36 @@ class Benchmark:
             if option.strip().rstrip(".").casefold() == folded:
                 return letter
         return answer  # matches no letter: every answer scores 0 against it
+
+
+# A question-file line that is not a JSON object becomes a row with only an id and this field: the
+# runner writes an error record for it, the merge expects that id, the other lines are answered.
+UNREADABLE = "_unreadable"
+_QID_IN_TEXT = re.compile(r'"question_id"\s*:\s*(?:"((?:[^"\\]|\\.)*)"|(-?\d+))')
+
+
+def read_question_lines(path: str) -> list[dict]:
+    """The rows of a jsonl question file, in file order; a line that is not a JSON object becomes
+    ``{"question_id": <its id, read from the text if it can be, else "line N">, UNREADABLE: why}``."""
+    rows = []
+    with open(os.path.expanduser(path), encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                rows.append(_parse_question_line(path, lineno, line))
+    return rows
+
+
+def _parse_question_line(path: str, lineno: int, line: str) -> dict:
+    try:
+        row = json.loads(line)
+        why = None if isinstance(row, dict) else f"a question is a JSON object, got {type(row).__name__}"
+    except json.JSONDecodeError as e:
+        why = f"not a JSON line ({e.msg})"
+    if why is None:
+        return row
+    found = _QID_IN_TEXT.search(line)
+    qid = (found.group(1) if found.group(1) is not None else int(found.group(2))) if found else f"line {lineno}"
+    return {"question_id": qid, UNREADABLE: f"{path}:{lineno}: {why}"}
 
 
 def score_answer(answer: str | None, gold: Gold) -> float:

@@ -20,7 +20,8 @@ class GQABenchmark(Benchmark):
     name = "gqa"
 
     def fallback_prompt(self, row: Mapping) -> str:
-        return str(row.get("question", row.get("text", ""))).split("\n")[0]
+        text = row.get("question", row.get("text"))
+        return text.split("\n")[0] if isinstance(text, str) else ""
 
     def load_annotations(self, path: str) -> dict[str, str]:
         """testdev_balanced_questions.json -> question id -> answer text."""
