@@ -10,8 +10,11 @@ trained from scratch with `dualfocus.train` by `scripts/train/train_zoom_toy.sh`
 the held-out zoom-bench questions in `playground/zoom/` (signs whose glyphs cannot be read in the whole
 image, only in a crop) with the real runner, free form and multiple choice. It prints the macro,
 micro, DualFocus and oracle accuracy, the mean IoU of the boxes the model wrote and the fallback
-rate, and writes them to DIR/summary.json; DIR/pictures/ shows a few questions (image, predicted box,
-crop, both answers). --model-path runs another checkpoint over the same questions.
+rate, and writes them to DIR/summary.json (its "formats" keys: "vqa" free form, "seed" multiple
+choice). Per format it draws 4 questions at random (seed 0), 2 answered right and 2 wrong, prints
+their trace with the gold answer, and saves their pictures (image, predicted box, crop, both
+answers) as DIR/pictures/<format>_<RIGHT|WRONG>_<id>.png. --model-path runs another checkpoint
+over the same questions.
 
 --formats: the machinery over every benchmark format. Without --model-path it builds a tiny checkpoint
 with RANDOM weights in LLaVA-1.5's original layout (its answers mean nothing: this run shows the
@@ -31,10 +34,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from dualfocus.eval import merge
@@ -45,7 +50,9 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO_DATA = REPO / "playground" / "demo"
 ZOOM_DATA = REPO / "playground" / "zoom"
 ZOOM_CHECKPOINT = REPO / "checkpoints" / "dualfocus-zoom-tiny"
-ZOOM_PICTURES = 4  # questions drawn per format
+ZOOM_PICTURES = 4  # questions drawn per format: half answered right, half wrong
+SAMPLE_SEED = 0
+FORMAT_LABELS = {"vqa": "free form", "seed": "multiple choice"}  # the zoom bench's formats, as printed
 RANDOM_NAME = "llava-v1.5-tiny-random"
 NUM_CHUNKS = 2
 
@@ -111,20 +118,23 @@ def _short(text, width: int = 36) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def format_trace(records: Sequence[dict]) -> str:
-    """One line per question: id, macro answer, box text -> parsed box, micro answer, choice, final."""
+def format_trace(records: Sequence[dict], verdicts: Mapping[str, Verdict] | None = None) -> str:
+    """One line per question: id, macro answer, box text -> parsed box, micro answer, choice, final,
+    and with `verdicts` the gold answer and RIGHT / WRONG."""
     lines = []
     for r in records:
         m = r.get("metadata") or {}
         qid = f"{r['question_id']}" + (f"/r{r['round_id']}" if r.get("round_id") else "")
+        verdict = (verdicts or {}).get(r["question_id"])
+        gold = f"  gold={verdict.gold}  {verdict.label}" if verdict else ""
         if r.get("error"):
-            lines.append(f"  {qid:>8}  ERROR {r['error']}")
+            lines.append(f"  {qid:>8}  ERROR {r['error']}{gold}")
             continue
         box = m.get("box")
         box = "[" + ", ".join(f"{v:.2f}" for v in box) + "]" if box else f"no box ({m.get('fallback')})"
         lines.append(f"  {qid:>8}  macro={_short(m.get('macro_answer'))!s:<38} box={_short(m.get('box_text'), 24)} "
                      f"-> {box}  micro={_short(m.get('micro_answer'), 20)}  choice={m.get('choice')}  "
-                     f"final={_short(r.get('text'), 20)}")
+                     f"final={_short(r.get('text'), 20)}{gold}")
     return "\n".join(lines)
 
 
@@ -190,16 +200,87 @@ def zoom_shipped() -> bool:
     return (ZOOM_CHECKPOINT / "config.json").is_file() and (ZOOM_DATA / "test_vqa.jsonl").is_file()
 
 
+@dataclass(frozen=True)
+class Verdict:
+    gold: str  # as the question file writes it (a glyph; a letter for multiple choice)
+    right: bool
+
+    @property
+    def label(self) -> str:
+        return "RIGHT" if self.right else "WRONG"
+
+
+def verdicts(fmt: str, rows: Sequence[dict], records: Sequence[dict]) -> dict[str, Verdict]:
+    """Each question's gold answer and whether DualFocus's answer scores, as the runner's accuracy does."""
+    from dualfocus.eval.benchmarks import get_benchmark, score_answer
+
+    benchmark = get_benchmark(fmt)
+    by_id = {r["question_id"]: r for r in records}
+    out = {}
+    for row in rows:
+        record = by_id.get(row["question_id"], {})
+        gold = benchmark.gold(row, benchmark.protocol.from_record(row))
+        right = not record.get("error") and score_answer(record.get("text"), gold) == 1.0
+        out[row["question_id"]] = Verdict(row["answer"], bool(right))
+    return out
+
+
+def draw_sample(judged: Mapping[str, Verdict], k: int, seed: int = SAMPLE_SEED) -> list[str]:
+    """k question ids: half right and half wrong answers (the rest from the other group when one runs
+    short), each half drawn uniformly at random with `seed`; in question order."""
+    right = [q for q, v in judged.items() if v.right]
+    wrong = [q for q, v in judged.items() if not v.right]
+    n_right = min(len(right), max((k + 1) // 2, k - len(wrong)))
+    rng = random.Random(seed)
+    picked = set(rng.sample(right, n_right)) | set(rng.sample(wrong, min(len(wrong), k - n_right)))
+    return [q for q in judged if q in picked]
+
+
+def draw_labelled(row: dict, record: dict, verdict: Verdict, data: Path, folder: Path, fmt: str) -> Path:
+    """One question's picture; RIGHT / WRONG in its file name and under the question."""
+    from PIL import Image
+
+    from dualfocus.serve.visualize import save_visualization
+    from dualfocus.zoom.evaluate import result_from_record
+
+    with Image.open(data / row["image"]) as im:
+        image = im.convert("RGB")
+    question = (f"{row['text']}\n({verdict.label}: gold {verdict.gold}, DualFocus {record.get('text')!r}; "
+                f"sign box {[round(v, 3) for v in row['box']]})")
+    name = f"{FORMAT_LABELS[fmt].replace(' ', '_')}_{verdict.label}_{row['question_id']}.png"
+    return save_visualization(image, result_from_record(record), question, folder / name)
+
+
+def show_sample(fmt: str, out: Path, data: Path, k: int) -> list[Path]:
+    """Print the trace of k sampled questions of one format (with gold) and draw their pictures."""
+    from dualfocus.eval.runner import read_answer_file
+    from dualfocus.zoom.evaluate import read_rows
+
+    rows = read_rows(out / f"questions_{fmt}.jsonl")
+    records = read_answer_file(str(out / f"answers_{fmt}.jsonl"))
+    judged = verdicts(fmt, rows, records)
+    picked = draw_sample(judged, k)
+    n_right = sum(judged[q].right for q in picked)
+    print(f"\n{FORMAT_LABELS[fmt]}: {len(picked)} of {len(rows)} questions, {n_right} answered right and "
+          f"{len(picked) - n_right} wrong, each drawn at random (seed {SAMPLE_SEED}) from the right or the wrong "
+          f"answers ({sum(v.right for v in judged.values())} of the {len(rows)} right in all)\n(macro, box, micro, choice, final, gold):")
+    shown = [r for r in records if r["question_id"] in set(picked)]
+    print(format_trace(shown, judged))
+    by_row = {row["question_id"]: row for row in rows}
+    return [draw_labelled(by_row[r["question_id"]], r, judged[r["question_id"]], data, out / "pictures", fmt)
+            for r in shown if not r.get("error")]
+
+
 def run_zoom_demo(output_dir: str = "demo_output", model_path: str | None = None, engine: str = "fast",
                   batch_size: int = 16, device: str = "cpu", data_dir: str | None = None, limit: int | None = None,
                   pictures: int = ZOOM_PICTURES) -> dict:
     """The shipped zoom checkpoint (or `model_path`) over the held-out zoom questions; returns the summary.
 
     Writes DIR/summary.json (accuracy_macro, accuracy_micro, accuracy_dualfocus, accuracy_oracle,
-    mean_box_iou, fallback_rate, n; pooled, and per format under "formats"), the answers
-    (DIR/answers_{vqa,seed}.jsonl) and DIR/pictures/.
+    mean_box_iou, fallback_rate, n; pooled, and per format under "formats": "vqa" is free form,
+    "seed" multiple choice), the answers (DIR/answers_{vqa,seed}.jsonl) and DIR/pictures/: per format
+    `pictures` questions, half answered right and half wrong, drawn at random (`SAMPLE_SEED`).
     """
-    from dualfocus.eval.runner import read_answer_file
     from dualfocus.zoom.evaluate import evaluate, format_table
 
     started = time.perf_counter()
@@ -214,14 +295,15 @@ def run_zoom_demo(output_dir: str = "demo_output", model_path: str | None = None
           "2 x 3 pixel smudge;\nin the crop around the sign it is 17 x 24 px and readable. macro = plain LLaVA on the "
           "whole image, micro = after the crop,\nDualFocus = the method's choice between them, oracle = either right.", flush=True)
     result = evaluate(model_path, str(data), str(out), limit=limit, engine=engine, batch_size=batch_size,
-                      device=device, pictures=pictures)
+                      device=device)
+    if (out / "pictures").is_dir():
+        shutil.rmtree(out / "pictures")  # an earlier run's sample
     for fmt in result["formats"]:
-        records = read_answer_file(str(out / f"answers_{fmt}.jsonl"))
-        print(f"\n{fmt}: first answers (macro, box, micro, choice, final):")
-        print(format_trace(records[:6]))
+        show_sample(fmt, out, data, pictures)
     print("\n" + format_table(result))
     result["elapsed_s"] = round(time.perf_counter() - started, 2)
-    print(f"\nsummary: {out / 'summary.json'}; pictures: {out / 'pictures'}; {result['elapsed_s']:.1f} s")
+    print(f"\nsummary: {out / 'summary.json'}; pictures (RIGHT / WRONG in their names): {out / 'pictures'}; "
+          f"{result['elapsed_s']:.1f} s")
     return result
 
 
