@@ -1,4 +1,5 @@
-"""README's usage examples run as written, on the shipped zoom model, and answer right."""
+"""README's usage examples run as written, on the shipped zoom model, and answer right; what a clone of
+the repository needs to know is in README and docs/, and every path they point to is in the clone."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text(encoding="utf-8")
 CHECKPOINT = REPO / "checkpoints" / "dualfocus-zoom-tiny"
 
-pytestmark = pytest.mark.skipif(not (CHECKPOINT / "config.json").is_file(), reason="zoom checkpoint not shipped")
+needs_checkpoint = pytest.mark.skipif(not (CHECKPOINT / "config.json").is_file(), reason="zoom checkpoint not shipped")
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 
 def code_block(language: str, containing: str) -> str:
@@ -39,6 +41,7 @@ def cli_argv(tmp_path: Path) -> list[str]:
     return argv
 
 
+@needs_checkpoint
 def test_readme_python_snippet_answers_a_trained_question_right():
     snippet = code_block("python", "load_pretrained_model(")
     image = re.search(r'Image\.open\("playground/zoom/([^"]+)"\)', snippet).group(1)
@@ -48,6 +51,7 @@ def test_readme_python_snippet_answers_a_trained_question_right():
     assert proc.stdout.split()[0] == gold(image, question), proc.stdout
 
 
+@needs_checkpoint
 def test_readme_serve_cli_example_answers_right(tmp_path):
     argv = cli_argv(tmp_path)
     assert argv[:3] == ["python", "-m", "dualfocus.serve.cli"]
@@ -57,3 +61,21 @@ def test_readme_serve_cli_example_answers_right(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"answer: {expected}" in proc.stdout.splitlines(), proc.stdout
     assert (tmp_path / "focus.png").is_file()
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_docs_point_only_into_the_clone(doc):
+    """No `../shared/...` (a folder outside the repository), and every relative link resolves."""
+    text = doc.read_text(encoding="utf-8")
+    assert "../shared" not in text
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+        if "://" not in target:
+            assert (doc.parent / target).exists(), f"{doc.name} links to {target}, which a clone does not have"
+
+
+def test_readme_says_what_a_newcomer_needs():
+    assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in README
+    assert "The\n  whole suite takes about 4 minutes on 2 CPU cores." in README
+    seed = README[README.index("SEED-Bench's question file"):][:600]
+    assert "LLaVA's `llava-seed-bench.jsonl`" in seed and "`playground/data/eval/seed_bench/`" in seed
+    assert "SPLIT=llava-seed-bench bash scripts/eval/eval_seed.sh" in seed
