@@ -21,7 +21,7 @@ with RANDOM weights in LLaVA-1.5's original layout (its answers mean nothing: th
 machinery, not the method's accuracy). For each benchmark format (SEED jsonl, MMBench TSV with base64
 images, GQA-MCQ jsonl, TextVQA jsonl) it answers the questions in two shards with the fast engine,
 merges them with the completeness check, runs the benchmark's scorer, and prints each question's trace
-(macro answer, box, micro answer, choice) and the scores. Everything goes under --output-dir:
+(macro answer, box, micro answer, choice, final answer, gold answer) and the scores. Everything goes under --output-dir:
 
     checkpoints/<name>, checkpoints/<name>-clip    the random checkpoint (reused when present)
     answers/<bench>/<name>/2_{0,1}.jsonl           the shards, as the eval scripts name them
@@ -38,6 +38,7 @@ import random
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,14 +119,26 @@ def _short(text, width: int = 36) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def format_trace(records: Sequence[dict], verdicts: Mapping[str, Verdict] | None = None) -> str:
+Key = tuple[str, int]  # (question id, its occurrence): TextVQA's ids repeat per image, in file order
+
+
+def keys(ids: Sequence) -> list[Key]:
+    seen: Counter = Counter()
+    out = []
+    for qid in map(str, ids):
+        out.append((qid, seen[qid]))
+        seen[qid] += 1
+    return out
+
+
+def format_trace(records: Sequence[dict], verdicts: Mapping[Key, Verdict] | None = None) -> str:
     """One line per question: id, macro answer, box text -> parsed box, micro answer, choice, final,
-    and with `verdicts` the gold answer and RIGHT / WRONG."""
+    and with `verdicts` (keyed as `keys` keys `records`) the gold answer and RIGHT / WRONG."""
     lines = []
-    for r in records:
+    for r, key in zip(records, keys([r["question_id"] for r in records])):
         m = r.get("metadata") or {}
         qid = f"{r['question_id']}" + (f"/r{r['round_id']}" if r.get("round_id") else "")
-        verdict = (verdicts or {}).get(r["question_id"])
+        verdict = (verdicts or {}).get(key)
         gold = f"  gold={verdict.gold}  {verdict.label}" if verdict else ""
         if r.get("error"):
             lines.append(f"  {qid:>8}  ERROR {r['error']}{gold}")
@@ -174,8 +187,8 @@ def run_demo(output_dir: str = "demo_output", model_path: str | None = None, ben
         records = merge.merge_answers(shards, merge.read_question_ids(str(data / question_file)))
         merged = folder / "merge.jsonl"
         merge.write_jsonl_atomic(str(merged), records)
-        print(f"merged {len(records)} answers into {merged}\ntrace (macro, box, micro, choice, final):")
-        print(format_trace(records))
+        print(f"merged {len(records)} answers into {merged}\ntrace (macro, box, micro, choice, final, gold):")
+        print(format_trace(records, format_verdicts(benchmark, records, data)))
         print(f"--- {benchmark} scorer ---", flush=True)
         results[benchmark] = {"summaries": summaries, "score": score(benchmark, merged, data), "merged": str(merged)}
     summary = {"model_path": model_path, "random_weights": random_weights, "output_dir": str(out),
@@ -202,31 +215,52 @@ def zoom_shipped() -> bool:
 
 @dataclass(frozen=True)
 class Verdict:
-    gold: str  # as the question file writes it (a glyph; a letter for multiple choice)
-    right: bool
+    gold: str  # a letter for multiple choice; free form: the answer (TextVQA: the most given of its 10)
+    score: float  # the runner's score_answer: 1 or 0 (TextVQA's VQA accuracy: 0, 0.3, ... 1)
+
+    @property
+    def right(self) -> bool:
+        return self.score == 1.0
 
     @property
     def label(self) -> str:
-        return "RIGHT" if self.right else "WRONG"
+        return "RIGHT" if self.right else "WRONG" if self.score == 0 else f"PARTLY ({self.score:.1f})"
 
 
-def verdicts(fmt: str, rows: Sequence[dict], records: Sequence[dict]) -> dict[str, Verdict]:
-    """Each question's gold answer and whether DualFocus's answer scores, as the runner's accuracy does."""
+def verdicts(benchmark_name: str, rows: Sequence[dict], records: Sequence[dict],
+             annotations=None) -> dict[Key, Verdict]:
+    """{(question id, occurrence): Verdict} for every question with a known answer, scored as the
+    runner's accuracy scores it (an error record scores 0); the k-th record of an id answers its
+    k-th question."""
     from dualfocus.eval.benchmarks import get_benchmark, score_answer
 
-    benchmark = get_benchmark(fmt)
-    by_id = {r["question_id"]: r for r in records}
+    benchmark = get_benchmark(benchmark_name)
+    by_key = dict(zip(keys([r["question_id"] for r in records]), records))
+    queries = [benchmark.protocol.from_record(row) for row in rows]
     out = {}
-    for row in rows:
-        record = by_id.get(row["question_id"], {})
-        gold = benchmark.gold(row, benchmark.protocol.from_record(row))
-        right = not record.get("error") and score_answer(record.get("text"), gold) == 1.0
-        out[row["question_id"]] = Verdict(row["answer"], bool(right))
+    for row, query, key in zip(rows, queries, keys([q.question_id for q in queries])):
+        gold = benchmark.gold(row, query, annotations)
+        if gold is None:
+            continue
+        record = by_key.get(key, {})
+        score = 0.0 if record.get("error") else score_answer(record.get("text"), gold)
+        shown = gold if isinstance(gold, str) else Counter(gold).most_common(1)[0][0]
+        out[key] = Verdict(shown, float(score))
     return out
 
 
-def draw_sample(judged: Mapping[str, Verdict], k: int, seed: int = SAMPLE_SEED) -> list[str]:
-    """k question ids: half right and half wrong answers (the rest from the other group when one runs
+def format_verdicts(benchmark: str, records: Sequence[dict], data: Path) -> dict[Key, Verdict]:
+    """The --formats demo's verdicts: the benchmark's question file and annotations under `data`."""
+    from dualfocus.eval.benchmarks import get_benchmark
+
+    question_file, annotation = FILES[benchmark]
+    reader = get_benchmark(benchmark)
+    annotations = reader.load_annotations(str(data / annotation)) if annotation else None
+    return verdicts(benchmark, reader.read_questions(str(data / question_file)), records, annotations)
+
+
+def draw_sample(judged: Mapping[Key, Verdict], k: int, seed: int = SAMPLE_SEED) -> list[Key]:
+    """k questions: half right and half wrong answers (the rest from the other group when one runs
     short), each half drawn uniformly at random with `seed`; in question order."""
     right = [q for q, v in judged.items() if v.right]
     wrong = [q for q, v in judged.items() if not v.right]
@@ -264,11 +298,11 @@ def show_sample(fmt: str, out: Path, data: Path, k: int) -> list[Path]:
     print(f"\n{FORMAT_LABELS[fmt]}: {len(picked)} of {len(rows)} questions, {n_right} answered right and "
           f"{len(picked) - n_right} wrong, each drawn at random (seed {SAMPLE_SEED}) from the right or the wrong "
           f"answers ({sum(v.right for v in judged.values())} of the {len(rows)} right in all)\n(macro, box, micro, choice, final, gold):")
-    shown = [r for r in records if r["question_id"] in set(picked)]
-    print(format_trace(shown, judged))
-    by_row = {row["question_id"]: row for row in rows}
-    return [draw_labelled(by_row[r["question_id"]], r, judged[r["question_id"]], data, out / "pictures", fmt)
-            for r in shown if not r.get("error")]
+    by_key = dict(zip(keys([r["question_id"] for r in records]), records))
+    print(format_trace([by_key[key] for key in picked], judged))  # the zoom bench's ids are unique
+    rows_by_key = dict(zip(keys([row["question_id"] for row in rows]), rows))
+    return [draw_labelled(rows_by_key[key], by_key[key], judged[key], data, out / "pictures", fmt)
+            for key in picked if not by_key[key].get("error")]
 
 
 def run_zoom_demo(output_dir: str = "demo_output", model_path: str | None = None, engine: str = "fast",
