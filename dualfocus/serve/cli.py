@@ -113,7 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         image = load_image(args.image)
     except ImageLoadError as e:
         return fail(f"--image {e}; give a readable image file (PNG, JPEG, ...)", 1)
-    result = answer(args, query, image, protocol, config)
+    from dualfocus.model.builder import CheckpointError
+
+    try:
+        result = answer(args, query, image, protocol, config)
+    except CheckpointError as e:
+        return fail(" ".join(f"--model-path {e}".split()), 1)  # the hub's reasons span lines
     print(f"question: {query.text}")
     print(f"image: {args.image} ({image.width}x{image.height})  engine: {args.engine}  protocol: {protocol}")
     for line in format_steps(result, image.size):
