@@ -13,8 +13,8 @@ micro, DualFocus and oracle accuracy, the mean IoU of the boxes the model wrote 
 rate, and writes them to DIR/summary.json (its "formats" keys: "vqa" free form, "seed" multiple
 choice). Per format it draws 4 questions at random (seed 0), 2 answered right and 2 wrong, prints
 their trace with the gold answer, and saves their pictures (image, predicted box, crop, both
-answers) as DIR/pictures/<format>_<RIGHT|WRONG>_<id>.png. --model-path runs another checkpoint
-over the same questions.
+answers) as DIR/pictures/{free_form,multiple_choice}_{RIGHT,WRONG}_<id>.png. --model-path runs
+another checkpoint over the same questions.
 
 --formats: the machinery over every benchmark format. Without --model-path it builds a tiny checkpoint
 with RANDOM weights in LLaVA-1.5's original layout (its answers mean nothing: this run shows the

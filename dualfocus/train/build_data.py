@@ -28,6 +28,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from PIL import Image
 
@@ -161,7 +162,9 @@ def write_output(records: list[dict], path: str) -> None:
             json.dump(records, f, indent=1, ensure_ascii=False)
         os.replace(tmp, path)
     except OSError as e:
-        raise DataError(f"--output {path}: cannot write it ({e.strerror}); check that its folder exists and is writable") from e
+        Path(tmp).unlink(missing_ok=True)  # a disk that filled up mid-write leaves no partial file
+        raise DataError(f"--output {path}: cannot write it ({e.strerror}); check that its folder exists "
+                        "and is writable") from e
 
 
 if __name__ == "__main__":
