@@ -2,6 +2,8 @@
 record, and records that train."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -135,3 +137,22 @@ def test_projector_only_training_saves_mm_projector_bin(regions, tmp_path, tiny_
     torch.testing.assert_close(model.model.layers[0].mlp.up_proj.weight, base.model.layers[0].mlp.up_proj.weight)
     assert not torch.equal(model.model.mm_projector[0].weight, base.model.mm_projector[0].weight)
     torch.testing.assert_close(model.model.mm_projector[0].weight, saved["model.mm_projector.0.weight"])
+
+
+@pytest.mark.parametrize("make, flag, message", [
+    (lambda tmp: (tmp / "missing.jsonl", tmp / "out.json"), "--input",
+     "missing.jsonl: no such file; give the region-annotated questions (JSON Lines or a JSON list)"),
+    (lambda tmp: (tmp, tmp / "out.json"), "--input", ": cannot read it as UTF-8 text (IsADirectoryError"),
+    (lambda tmp: (tmp / "in.jsonl", tmp / "no-folder" / "out.json"), "--output",
+     "out.json: cannot write it (No such file or directory); check that its folder exists"),
+])
+def test_unreadable_input_or_unwritable_output_is_one_line(tmp_path, make, flag, message):
+    """`python -m dualfocus.train.build_data` as a user runs it: exit 1, one line, no traceback."""
+    (tmp_path / "in.jsonl").write_text(json.dumps({"image": "a.png", "question": "q", "answer": "a",
+                                                   "box": [0.1, 0.1, 0.5, 0.5]}) + "\n")
+    src, dst = make(tmp_path)
+    run = subprocess.run([sys.executable, "-m", "dualfocus.train.build_data", "--input", str(src), "--output", str(dst)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and run.stdout == ""
+    [line] = run.stderr.splitlines()
+    assert line.startswith(f"error: {flag} {tmp_path}") and message in line, line

@@ -27,7 +27,9 @@ def test_demo_with_the_random_checkpoint(tmp_path, capsys):
     out = tmp_path / "demo_output"
     result = demo.main(["--formats", "--output-dir", str(out), "--max_new_tokens", "8"])
     printed = capsys.readouterr().out
-    assert "RANDOM WEIGHTS" in printed and "trace (macro, box, micro, choice, final)" in printed
+    assert "RANDOM WEIGHTS" in printed and "trace (macro, box, micro, choice, final, gold):" in printed
+    assert printed.count("  gold=") == 13  # every question of the 4 formats shows its answer
+    assert "  gold=stop  " in printed and "  gold=green  " in printed  # TextVQA: two questions with id "sign"
     assert (out / "checkpoints" / demo.RANDOM_NAME / "config.json").is_file()
     assert (out / "checkpoints" / f"{demo.RANDOM_NAME}-clip").is_dir()
     summary = json.loads((out / "demo_summary.json").read_text())
@@ -69,3 +71,55 @@ def test_demo_without_the_zoom_checkpoint_runs_the_formats(tmp_path, monkeypatch
     assert set(result["benchmarks"]) == {"gqa"}
     with pytest.raises(FileNotFoundError, match="nothing-here"):
         demo.main(["--zoom", "--output-dir", str(tmp_path / "out2")])
+
+
+def test_draw_sample_takes_half_right_half_wrong_in_question_order():
+    judged = {(f"q{i}", 0): demo.Verdict("7", float(i % 3 != 0)) for i in range(30)}  # 20 right, 10 wrong
+    picked = demo.draw_sample(judged, 4)
+    assert picked == demo.draw_sample(judged, 4)  # a fixed seed
+    assert [judged[q].right for q in picked].count(True) == 2 and len(picked) == 4
+    assert picked == sorted(picked, key=lambda q: int(q[0][1:]))
+    assert demo.draw_sample(judged, 4, seed=1) != picked
+    few_right = {("a", 0): demo.Verdict("1", 1.0), ("b", 0): demo.Verdict("2", 0.0), ("b", 1): demo.Verdict("3", 0.0),
+                 ("d", 0): demo.Verdict("4", 0.0), ("e", 0): demo.Verdict("5", 0.0)}
+    assert ("a", 0) in demo.draw_sample(few_right, 4) and len(demo.draw_sample(few_right, 4)) == 4
+    assert demo.draw_sample(few_right, 9) == list(few_right)
+
+
+def test_verdicts_score_like_the_runner_and_the_trace_shows_gold():
+    rows = [{"question_id": "f1", "text": "What is written on the sign that is red?", "answer": "P"},
+            {"question_id": "f2", "text": "What is written on the sign that is red?", "answer": "7"},
+            {"question_id": "m1", "text": "Which?\nA. 5\nB. P\nAnswer with the option's letter from the given "
+                                          "choices directly.", "answer": "B"}]
+    records = [{"question_id": "f1", "text": "P", "metadata": {"macro_answer": "2", "answer": "P"}},
+               {"question_id": "f2", "error": "image: not found"},
+               {"question_id": "m1", "text": "A", "metadata": {"macro_answer": "A", "answer": "A"}}]
+    judged = demo.verdicts("vqa", rows[:2], records) | demo.verdicts("seed", rows[2:], records)
+    assert judged == {("f1", 0): demo.Verdict("P", 1.0), ("f2", 0): demo.Verdict("7", 0.0),
+                      ("m1", 0): demo.Verdict("B", 0.0)}
+    assert demo.Verdict("stop", 0.3).label == "PARTLY (0.3)" and demo.Verdict("B", 0.0).label == "WRONG"
+    lines = demo.format_trace(records, judged).splitlines()
+    assert lines[0].endswith("final=P  gold=P  RIGHT") and lines[1].endswith("ERROR image: not found  gold=7  WRONG")
+    assert lines[2].endswith("final=A  gold=B  WRONG")
+
+
+@pytest.mark.skipif(not demo.zoom_shipped(), reason="zoom checkpoint not shipped")
+def test_zoom_demo_pictures_are_a_stated_labelled_sample(tmp_path, capsys):
+    out = tmp_path / "demo"
+    demo.main(["--zoom", "--output-dir", str(out), "--limit", "5"])
+    printed = capsys.readouterr().out
+    for label in demo.FORMAT_LABELS.values():
+        assert f"\n{label}: 4 of 5 questions, " in printed
+    assert "each drawn at random (seed 0) from the right or the wrong answers" in printed
+    assert "first answers" not in printed and "(macro, box, micro, choice, final, gold):" in printed
+    names = sorted(p.name for p in (out / "pictures").glob("*.png"))
+    assert len(names) == 2 * demo.ZOOM_PICTURES
+    for fmt, label in demo.FORMAT_LABELS.items():
+        gold = {r["question_id"]: r["answer"] for r in map(json.loads, (out / f"questions_{fmt}.jsonl").open())}
+        said = {r["question_id"]: r.get("text") for r in read_answer_file(str(out / f"answers_{fmt}.jsonl"))}
+        mine = [n for n in names if n.startswith(label.replace(" ", "_") + "_")]
+        assert len(mine) == demo.ZOOM_PICTURES
+        for name in mine:
+            verdict, qid = name[len(label) + 1:-len(".png")].split("_", 1)
+            assert verdict == ("RIGHT" if said[qid] == gold[qid] else "WRONG"), name
+            assert f"{qid}  macro=" in printed and f"final={said[qid]}  gold={gold[qid]}  {verdict}" in printed

@@ -92,31 +92,33 @@ def format_steps(result: FocusResult, image_size: tuple[int, int]) -> list[str]:
     return lines
 
 
+def fail(message: str, code: int) -> int:
+    """One line on stderr, no traceback; returns the exit code."""
+    print(f"python -m dualfocus.serve.cli: error: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     protocol = args.protocol or ("seed" if args.options else "vqa")
-    try:
+    try:  # both checked before the model loads
         query = make_query(args.question, args.options, protocol)
+        config = FocusConfig(mode=args.mode, selection=args.selection, conv_mode=args.conv_mode,
+                             temperature=args.temperature, max_new_tokens=args.max_new_tokens)
     except ValueError as e:
-        build_parser().error(str(e))
+        return fail(str(e), 2)
+    from dualfocus.mm_utils import ImageLoadError, load_image
 
-    import torch
+    try:
+        image = load_image(args.image)
+    except ImageLoadError as e:
+        return fail(f"--image {e}; give a readable image file (PNG, JPEG, ...)", 1)
+    from dualfocus.model.builder import CheckpointError
 
-    from dualfocus.engine.fast import FastEngine
-    from dualfocus.engine.reference import ReferenceEngine
-    from dualfocus.focus.pipeline import DualFocus
-    from dualfocus.mm_utils import load_image
-    from dualfocus.model.builder import load_pretrained_model
-
-    image = load_image(args.image)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer, model, image_processor, _ = load_pretrained_model(args.model_path, args.model_base, None,
-                                                                  device=device)
-    engine = (FastEngine if args.engine == "fast" else ReferenceEngine)(model, tokenizer, image_processor)
-    config = FocusConfig(mode=args.mode, selection=args.selection, conv_mode=args.conv_mode,
-                         temperature=args.temperature, max_new_tokens=args.max_new_tokens)
-    result = DualFocus(engine, get_protocol(protocol), config).run([(query, image)])[0]
-
+    try:
+        result = answer(args, query, image, protocol, config)
+    except CheckpointError as e:
+        return fail(" ".join(f"--model-path {e}".split()), 1)  # the hub's reasons span lines
     print(f"question: {query.text}")
     print(f"image: {args.image} ({image.width}x{image.height})  engine: {args.engine}  protocol: {protocol}")
     for line in format_steps(result, image.size):
@@ -126,6 +128,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"picture: {save_visualization(image, result, query.text, args.save_vis)}")
     return 0
+
+
+def answer(args: argparse.Namespace, query: FocusQuery, image, protocol: str, config: FocusConfig) -> FocusResult:
+    """Load the checkpoint and run DualFocus on the one question."""
+    import torch
+
+    from dualfocus.engine.fast import FastEngine
+    from dualfocus.engine.reference import ReferenceEngine
+    from dualfocus.focus.pipeline import DualFocus
+    from dualfocus.model.builder import load_pretrained_model
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer, model, image_processor, _ = load_pretrained_model(args.model_path, args.model_base, None,
+                                                                  device=device)
+    engine = (FastEngine if args.engine == "fast" else ReferenceEngine)(model, tokenizer, image_processor)
+    return DualFocus(engine, get_protocol(protocol), config).run([(query, image)])[0]
 
 
 if __name__ == "__main__":

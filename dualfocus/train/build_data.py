@@ -28,6 +28,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from PIL import Image
 
@@ -132,16 +133,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--with-macro", action="store_true", help="also write the plain one-turn record")
     args = parser.parse_args(argv)
     try:
-        records = build_records(load_records(args.input), args.image_folder, args.box_units, args.with_macro)
+        records = build_records(read_input(args.input), args.image_folder, args.box_units, args.with_macro)
+        write_output(records, args.output)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    tmp = args.output + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(records, f, indent=1, ensure_ascii=False)
-    os.replace(tmp, args.output)
     print(f"{len(records)} records -> {args.output}")
     return 0
+
+
+def read_input(path: str) -> list[dict]:
+    """`load_records`, with an unreadable --input as a `DataError` that says which flag to fix."""
+    try:
+        return load_records(path)
+    except FileNotFoundError as e:
+        raise DataError(f"--input {path}: no such file; give the region-annotated questions "
+                        "(JSON Lines or a JSON list)") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"--input {path}: cannot read it as UTF-8 text ({e.__class__.__name__}: "
+                        f"{getattr(e, 'strerror', None) or e})") from e
+
+
+def write_output(records: list[dict], path: str) -> None:
+    """Atomically (a temporary file, then a rename); a folder that is missing is a `DataError`."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(records, f, indent=1, ensure_ascii=False)
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)  # a disk that filled up mid-write leaves no partial file
+        raise DataError(f"--output {path}: cannot write it ({e.strerror}); check that its folder exists "
+                        "and is writable") from e
 
 
 if __name__ == "__main__":

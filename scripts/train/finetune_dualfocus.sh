@@ -12,13 +12,15 @@
 # Environment: GPUS, NNODES (1), NODE_RANK (0), MASTER_ADDR (127.0.0.1), MASTER_PORT (29500),
 # DEEPSPEED_CONFIG (scripts/train/zero3.json), PRECISION_ARGS ("--bf16 True --tf32 True"),
 # PER_DEVICE_BATCH (16), GRAD_ACCUM (1), LR (2e-5), VERSION (v1), PYTHON (python).
+# Without a CUDA GPU it stops before launching unless the precision is fp32 (PRECISION_ARGS="").
 set -euo pipefail
 DF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$DF_DIR/../.." && pwd)
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 
+case ${1:-} in -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;; esac
 if [ $# -lt 4 ]; then
-    sed -n '2,15p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,16p' "${BASH_SOURCE[0]}" >&2
     exit 2
 fi
 MODEL=$1 DATA_PATH=$2 IMAGE_FOLDER=$3 OUTPUT_DIR=$4
@@ -68,4 +70,36 @@ df_launch() {
         --master_port "${MASTER_PORT:-29500}" -m dualfocus.train.train "$@"
 }
 
+# The half-precision flags that end up True: the last value of each wins, as in HfArgumentParser;
+# a bare flag means True.
+gpu_precision() {
+    local args=("$@") i value
+    local -A last=()
+    for ((i = 0; i < ${#args[@]}; i++)); do
+        case ${args[i]} in
+            --bf16|--fp16|--tf32)
+                value=${args[i + 1]:---}
+                [[ $value == --* ]] && value=True
+                last[${args[i]}]=$value ;;
+            --bf16=*|--fp16=*|--tf32=*) last[${args[i]%%=*}]=${args[i]#*=} ;;
+        esac
+    done
+    for i in "${!last[@]}"; do
+        case ${last[$i],,} in true|1|yes) echo "$i True" ;; esac
+    done | sort | paste -sd' ' -
+}
+
+# transformers refuses bf16/fp16/tf32 without a GPU ("Your setup doesn't support bf16/gpu"), after
+# the model has loaded: say how to run in fp32 before anything starts.
+check_precision() {
+    local wanted
+    wanted=$(gpu_precision "$@")
+    [ -n "$wanted" ] || return 0
+    "${PYTHON:-python}" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' && return 0
+    echo "$(basename "$0"): no CUDA GPU here, and '$wanted' needs one; on a CPU train in fp32:" \
+         "set PRECISION_ARGS=\"\" (or append -- --bf16 False --tf32 False)" >&2
+    exit 2
+}
+
+check_precision "${PRECISION[@]}" "$@"
 df_launch "${TRAIN_ARGS[@]}" ${MODE_ARGS[@]+"${MODE_ARGS[@]}"} "${PRECISION[@]}" "$@"

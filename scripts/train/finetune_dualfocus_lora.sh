@@ -7,6 +7,11 @@
 # QLoRA: add -- --bits 4 (needs bitsandbytes and a CUDA GPU). Launch and environment as
 # finetune_dualfocus.sh.
 set -euo pipefail
+case ${1:-} in -h|--help) sed -n '2,8p' "${BASH_SOURCE[0]}"; exit 0 ;; esac
+if [ $# -lt 4 ]; then
+    sed -n '2,8p' "${BASH_SOURCE[0]}" >&2
+    exit 2
+fi
 export LR=${LR:-2e-4}
 export DF_MODE_ARGS="--lora_enable True --lora_r ${LORA_R:-128} --lora_alpha ${LORA_ALPHA:-256} --mm_projector_lr ${MM_PROJECTOR_LR:-2e-5}"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/finetune_dualfocus.sh" "$@"
