@@ -252,6 +252,16 @@ def test_each_benchmark_finds_its_files_in_llava_layout(bench, question_file, im
     assert out.returncode == 1 and "no question file" in out.stderr and f"nope{Path(question_file).suffix}" in out.stderr
 
 
+def test_seed_with_only_llavas_whole_file_suggests_the_split(tmp_path, stub):
+    seed = tmp_path / "seed_bench"
+    seed.mkdir()
+    (seed / "llava-seed-bench.jsonl").write_text("")
+    out = run_script("eval_seed.sh", ["/c/ck"], script_env(tmp_path, **stub))
+    assert out.returncode == 1 and "SPLIT=llava-seed-bench" in out.stderr
+    out = run_script("eval_gqa.sh", ["/c/ck"], script_env(tmp_path, **stub))
+    assert out.returncode == 1 and "SPLIT=" not in out.stderr
+
+
 def test_missing_data_root_is_explained(tmp_path, stub):
     out = run_script("eval_gqa.sh", ["/c/ck"], script_env(tmp_path / "nothing", **stub))
     assert out.returncode == 1 and "no question file" in out.stderr and "DATA_ROOT" in out.stderr

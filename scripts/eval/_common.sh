@@ -21,6 +21,14 @@ df_die() { echo "$DF_PROG: error: $*" >&2; exit 1; }
 
 # df_benchmark NAME: the benchmark's files and commands (LLaVA's playground layout and splits).
 # Sets BENCH_DIR, SPLIT, RUNNER, QUESTION_FILE, RUNNER_ARGS (array); df_score does the scoring.
+
+# SEED's default file is the image-only subset; with LLaVA's whole file, say which SPLIT to pass.
+df_split_hint() {
+    if [[ $DF_BENCH == seed && $SPLIT == llava-seed-bench-image && -f $BENCH_DIR/llava-seed-bench.jsonl ]]; then
+        echo ". It is the image-only subset of LLaVA's llava-seed-bench.jsonl, which is here: rerun with" \
+            "SPLIT=llava-seed-bench"
+    fi
+}
 # IMAGE_FOLDER, when set, replaces the benchmark's image folder (e.g. GQA images kept elsewhere).
 df_benchmark() {
     DF_BENCH=$1
@@ -105,7 +113,7 @@ df_checkpoint() {
             "DATA_ROOT): give a name without '/'" ;;
     esac
     [[ -f $QUESTION_FILE ]] || df_die "no question file $QUESTION_FILE (DATA_ROOT=$DATA_ROOT; run from the" \
-        "repository root or set DATA_ROOT; layout: playground/data/eval/README.md)"
+        "repository root or set DATA_ROOT; layout: playground/data/eval/README.md)$(df_split_hint)"
     ANSWERS_DIR=$BENCH_DIR/answers/$SPLIT/$CKPT_NAME
     LOG_DIR=$ANSWERS_DIR/logs
     mkdir -p "$LOG_DIR"
