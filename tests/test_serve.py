@@ -118,6 +118,8 @@ def test_make_query_asks_like_the_benchmarks():
     ("corrupt.png", [], 1, "--image {dir}/corrupt.png: not a readable image"),
     ("ok.png", ["--conv-mode", "vicuna"], 2, "unknown conv_mode 'vicuna'; choose one of ["),
     ("ok.png", ["--model-path", "{dir}"], 1, "--model-path {dir}: missing config.json"),
+    ("ok.png", ["--model-path", "checkpoints/dualfocus-zoom-tiny", "--question", "word " * 3000], 1,
+     "--question is too long for this model: "),
 ])
 def test_cli_bad_image_or_conv_mode_is_one_line(tmp_path, image, extra, code, message):
     """One line on stderr, no traceback; the image and the options are checked before the model loads."""

@@ -121,6 +121,10 @@ class LlamaTokenizer(PreTrainedTokenizer):
         out = bos + list(token_ids_0) + eos
         return out if token_ids_1 is None else out + bos + list(token_ids_1) + eos
 
+    def _eventual_warn_about_too_long_sequence(self, ids, max_length, verbose):
+        """Silent: model_max_length is the training length, and the engines refuse a prompt past the
+        model's positions with a named error (ContextLengthError) instead of a warning."""
+
     # --- decoding -------------------------------------------------------------------------------
 
     def convert_tokens_to_string(self, tokens: list[str]) -> str:

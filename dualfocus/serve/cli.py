@@ -113,12 +113,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         image = load_image(args.image)
     except ImageLoadError as e:
         return fail(f"--image {e}; give a readable image file (PNG, JPEG, ...)", 1)
+    from dualfocus.engine.base import ContextLengthError
     from dualfocus.model.builder import CheckpointError
 
     try:
         result = answer(args, query, image, protocol, config)
     except CheckpointError as e:
         return fail(" ".join(f"--model-path {e}".split()), 1)  # the hub's reasons span lines
+    except ContextLengthError as e:
+        return fail(f"--question is too long for this model: {e}", 1)
     print(f"question: {query.text}")
     print(f"image: {args.image} ({image.width}x{image.height})  engine: {args.engine}  protocol: {protocol}")
     for line in format_steps(result, image.size):
