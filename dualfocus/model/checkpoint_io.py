@@ -22,6 +22,18 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded, with the file and the reason."""
 
 
+def read_json_object(path: Path, error: type[CheckpointError] = CheckpointError) -> dict:
+    """A checkpoint's JSON settings file (tokenizer or preprocessor config) as a dict; ``error``, naming
+    the file, when it cannot be read or is not a JSON object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path}: cannot read ({e})") from e
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object")
+    return data
+
+
 def weight_files(directory: str | os.PathLike) -> list[Path]:
     """The weight files of a checkpoint directory (safetensors preferred), or [] if none.
 

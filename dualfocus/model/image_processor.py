@@ -10,10 +10,11 @@ The PIL backend (``CLIPImageProcessorPil``) equals 4.31's processor bit for bit
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from dualfocus.model.checkpoint_io import CheckpointError, read_json_object
 
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
 # The settings a CLIP preprocessor_config.json holds (4.31 and 5 write the same names).
@@ -21,7 +22,7 @@ _KEYS = ("crop_size", "do_center_crop", "do_convert_rgb", "do_normalize", "do_re
          "image_mean", "image_std", "resample", "rescale_factor", "size")
 
 
-class PreprocessorConfigError(ValueError):
+class PreprocessorConfigError(CheckpointError):
     """A vision tower's preprocessor_config.json is missing or unreadable; names the file."""
 
 
@@ -35,10 +36,4 @@ def load_clip_processor(directory) -> CLIPImageProcessorPil:
     path = Path(directory) / PREPROCESSOR_CONFIG
     if not path.is_file():
         raise PreprocessorConfigError(f"{path}: missing (a CLIP vision tower or LLaVA checkpoint ships it)")
-    try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PreprocessorConfigError(f"{path}: cannot read ({e})") from e
-    if not isinstance(settings, dict):
-        raise PreprocessorConfigError(f"{path}: expected a JSON object")
-    return clip_image_processor(**settings)
+    return clip_image_processor(**read_json_object(path, PreprocessorConfigError))

@@ -35,11 +35,13 @@ import sentencepiece as spm
 from transformers.tokenization_python import PreTrainedTokenizer
 from transformers.tokenization_utils_base import AddedToken
 
+from dualfocus.model.checkpoint_io import CheckpointError, read_json_object
+
 SPIECE_UNDERLINE = "▁"
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json")
 
 
-class TokenizerFileError(ValueError):
+class TokenizerFileError(CheckpointError):
     """A checkpoint's tokenizer files are missing or unreadable; the message names the file."""
 
 
@@ -201,15 +203,7 @@ def _write_json(path: Path, obj) -> None:
 
 
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise TokenizerFileError(f"{path}: cannot read tokenizer settings ({e})") from e
-    if not isinstance(data, dict):
-        raise TokenizerFileError(f"{path}: expected a JSON object")
-    return data
+    return read_json_object(path, TokenizerFileError) if path.is_file() else {}
 
 
 def _token_content(value):
