@@ -285,11 +285,11 @@ def test_tokenizer_loading_never_imports_protobuf(tiny_tokenizer_dir):
 
 def test_mmbench_empty_cells_as_the_release_decides(tmp_path):
     """Which MMBench cells are empty (no hint line, the options end): LLaVA's own is_none, run."""
-    from dualfocus.focus.protocols import _is_none
+    from dualfocus.focus.protocols import is_empty_cell
 
     cells = [None, "__nan__", "nan", "NaN", "none", "None", "", " ", "  ", "\t", "x", "0", " nan"]
     ref = released({"mmbench_cells": cells}, tmp_path)["mmbench_is_none"]
-    ours = [_is_none(float("nan") if c == "__nan__" else c) for c in cells]
+    ours = [is_empty_cell(float("nan") if c == "__nan__" else c) for c in cells]
     assert ours == ref
     assert ref[cells.index(" ")] is False  # a cell of spaces is content to the release
 

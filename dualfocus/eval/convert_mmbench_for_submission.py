@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import math
 import os
 import re
 import sys
@@ -41,6 +40,7 @@ from dualfocus.eval.scoring_common import (
     read_jsonl,
     write_json_atomic,
 )
+from dualfocus.focus.protocols import is_empty_cell
 
 OPTION_LETTERS = ("A", "B", "C", "D")
 CIRCULAR_STRIDE = 1_000_000
@@ -48,20 +48,11 @@ CIRCULAR_STRIDE = 1_000_000
 DROPPED_COLUMNS = ["hint", "category", "source", "image", "comment", "l2-category"]
 
 
-def is_none(value) -> bool:
-    """Empty TSV cells: NaN, or the strings 'nan' / 'none' (as LLaVA's model_vqa_mmbench decides)."""
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and value.strip().lower() in ("nan", "none")
-
-
 def row_options(row: pd.Series) -> dict[str, str]:
     """Letter -> option text, stopping at the first empty option (2- and 3-option questions)."""
     options = {}
     for letter in OPTION_LETTERS:
-        if letter not in row or is_none(row[letter]):
+        if letter not in row or is_empty_cell(row[letter]):
             break
         options[letter] = str(row[letter])
     return options
@@ -113,7 +104,7 @@ def submission_frame(df: pd.DataFrame, predictions: dict[str, str]) -> pd.DataFr
 
 
 def has_answers(df: pd.DataFrame) -> bool:
-    return "answer" in df.columns and not df["answer"].map(is_none).all()
+    return "answer" in df.columns and not df["answer"].map(is_empty_cell).all()
 
 
 def score(df: pd.DataFrame, predictions: dict[str, str]) -> dict:

@@ -140,7 +140,7 @@ def pick(decision: Decision, losses: Sequence[float] | None = None) -> tuple[str
     return macro, TIE_MACRO
 
 
-def _is_none(value) -> bool:
+def is_empty_cell(value) -> bool:
     """An empty MMBench cell, exactly as LLaVA's ``is_none``: None, NaN, or "nan"/"none" in any case.
 
     A cell of spaces (or "") is content to the release: a hint line of its own, or an option
@@ -511,11 +511,11 @@ class MMBenchProtocol(Protocol):
         question = str(_field(record, "question", self.name))
         _check_no_image_token(question, self.name, qid)
         hint = record.get("hint")
-        hint = None if _is_none(hint) else str(hint)
+        hint = None if is_empty_cell(hint) else str(hint)
         option_texts = []
         for letter in ("A", "B", "C", "D"):
             value = record.get(letter)
-            if _is_none(value):
+            if is_empty_cell(value):
                 break
             option_texts.append(str(value))  # pandas may read an all-number option column as numbers
         if not option_texts:
@@ -577,7 +577,7 @@ def mmbench_rotations(row: Mapping) -> list[dict]:
     """
     letters = []
     for letter in ("A", "B", "C", "D"):
-        if _is_none(row.get(letter)):
+        if is_empty_cell(row.get(letter)):
             break
         letters.append(letter)
     texts = [row[letter] for letter in letters]

@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from dualfocus.focus.protocols import FocusQuery, Protocol, RecordError, _is_none, get_protocol
+from dualfocus.focus.protocols import FocusQuery, Protocol, RecordError, get_protocol, is_empty_cell
 from dualfocus.mm_utils import ImageLoadError, load_image
 
 __all__ = [
@@ -196,7 +196,7 @@ def option_texts(row: Mapping, letters: Sequence[str] = ("A", "B", "C", "D")) ->
     """An MMBench-style row's option cells up to the first empty one."""
     out = []
     for letter in letters:
-        if _is_none(row.get(letter)):
+        if is_empty_cell(row.get(letter)):
             break
         out.append(str(row[letter]))
     return out
