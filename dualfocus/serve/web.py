@@ -199,7 +199,7 @@ def build_app(demo: FocusDemo):
         example.input(lambda key: (demo.examples[key][1] if key in demo.examples else gr.skip(), None),
                       example, [question, upload])  # an example replaces the upload
         upload.upload(lambda _: None, upload, example)
-        ask.click(demo.respond, [upload, example, question, options, engine, selection], outputs,
+        ask.click(demo.respond, [upload, example, question, options, engine, selection], outputs, api_name="ask",
                   concurrency_limit=1)
     return app.queue(default_concurrency_limit=1)
 
@@ -208,7 +208,7 @@ def _output_components(gr) -> list:
     status = gr.Markdown(elem_id="status")
     answer = gr.Markdown(elem_id="answer")
     with gr.Row():
-        focus = gr.Image(label="Where the model looked: box (red), crop region (blue)", format="png",
+        focus = gr.Image(label="Where it looked: box (red), crop (blue)", format="png",
                          interactive=False, elem_id="focus")
         crop = gr.Image(label="The crop the micro pass read", format="png", interactive=False, elem_id="crop")
     steps = gr.Markdown(elem_id="steps")
