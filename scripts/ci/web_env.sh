@@ -8,7 +8,7 @@ set -euo pipefail
 if [ "${1:-}" = "--install" ]; then
   shift
   if ! command -v chromium >/dev/null; then
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >&2
   fi
 fi
 dir=$(mkdir -p "${1:-.ci-cache}" && cd "${1:-.ci-cache}" && pwd)
