@@ -100,6 +100,7 @@ def test_multiple_choice_and_an_example(demo):
     (None, "What?", "No image: upload one or pick a zoom-bench example."),
     ("image", "  ", "The question is empty: type a question about the image."),
     ("image", "What is <image>?", "The question cannot be asked: "),
+    ("image", "Why? " * 1000, "The question is too long for this model: a prompt of "),
 ])
 def test_bad_input_is_a_message(demo, bad_files, upload, question, message):
     path = {None: None, "image": str(IMAGE)}.get(upload, str(bad_files / str(upload)))
@@ -245,3 +246,14 @@ def test_the_page_in_headless_chromium(server, bad_files, tmp_path):
     assert proc.poll() is None  # the server is still up after the bad input
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.status == 200
+
+
+@pytest.mark.web
+def test_gradio_queues_the_page_s_requests_one_at_a_time():
+    """The page as built, over a stand-in without a lock: three requests sent at once never overlap."""
+    run = subprocess.run([_env("DUALFOCUS_WEB_PYTHON"), str(HERE / "web_queue.py"), str(_free_port())],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(HERE.parent), "GRADIO_ANALYTICS_ENABLED": "False"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result == {"most": 1, "answers": ["Answered q0", "Answered q1", "Answered q2"]}

@@ -11,7 +11,7 @@ page; the other model and method flags are serve.cli's. With options the questio
 (SEED-Bench's prompts), without them free form (protocol "vqa").
 
 One model is loaded at start and reused; requests are queued and answered one at a time (Gradio's
-queue with a concurrency limit of 1, and a lock around the model). Bad input (no image, a corrupt
+queue with a concurrency limit of 1, and a lock around the model for any other caller; both tested). Bad input (no image, a corrupt
 or non-image file, an image over the size limits, an empty question) is answered with a message
 on the page. The server binds to localhost unless --host says otherwise.
 
@@ -34,6 +34,7 @@ from pathlib import Path
 from PIL import Image
 
 from dualfocus.demo import ZOOM_CHECKPOINT, ZOOM_DATA
+from dualfocus.engine.base import ContextLengthError
 from dualfocus.focus.pipeline import DualFocus, FocusResult
 from dualfocus.focus.protocols import SELECTIONS, FocusQuery, get_protocol
 from dualfocus.mm_utils import ImageLoadError, load_image
@@ -153,7 +154,10 @@ class FocusDemo:
             raise BadInput(f"The question cannot be asked: {e}") from e
         config = cli.focus_config(self.args, selection=selection)
         with self.lock:  # Gradio's queue runs one request at a time; this guards other callers
-            return query, DualFocus(self.engine(engine), get_protocol(protocol), config).run([(query, image)])[0]
+            try:
+                return query, DualFocus(self.engine(engine), get_protocol(protocol), config).run([(query, image)])[0]
+            except ContextLengthError as e:
+                raise BadInput(f"The question is too long for this model: {e}.") from e
 
     def respond(self, upload: str | None, example: str | None, question: str | None, options: str | None,
                 engine: str, selection: str) -> tuple:
