@@ -215,12 +215,14 @@ def _box_of(picture: Image.Image, colour: tuple[int, int, int]) -> list[float]:
 
 @pytest.mark.web
 def test_the_page_in_headless_chromium(server, bad_files, tmp_path):
-    """Upload a zoom-bench image, ask, read the answer and the box off the page; then a corrupt file."""
+    """Upload a zoom-bench image, ask, read the answer and the box off the page; then a corrupt file, a
+    text file, and the same question picked from the built-in examples."""
     chromium = _chromium()
     url, proc = server
     steps = [{"name": "answer", "upload": str(IMAGE), "question": RECORD["text"]},
              {"name": "corrupt", "upload": str(bad_files / "corrupt.png"), "question": RECORD["text"]},
-             {"name": "not_an_image", "upload": str(bad_files / "notes.txt"), "question": RECORD["text"]}]
+             {"name": "not_an_image", "upload": str(bad_files / "notes.txt"), "question": RECORD["text"]},
+             {"name": "example", "example": f"{IMAGE.stem}: {RECORD['text']}", "question": RECORD["text"]}]
     (tmp_path / "steps.json").write_text(json.dumps(steps))
     run = subprocess.run([_env("DUALFOCUS_WEB_PYTHON"), str(HERE / "web_browser.py"), url,
                           str(tmp_path / "steps.json"), str(tmp_path)], capture_output=True, text=True,
@@ -243,6 +245,7 @@ def test_the_page_in_headless_chromium(server, bad_files, tmp_path):
     assert page["corrupt"]["status"].startswith("Could not answer: corrupt.png is a corrupt image")
     assert page["corrupt"]["answer"] == "" and page["corrupt"]["focus"] is None
     assert page["not_an_image"]["status"].startswith("Could not answer: notes.txt is not an image")
+    assert page["example"]["answer"] == answered["answer"] and page["example"]["steps"] == answered["steps"]
     assert proc.poll() is None  # the server is still up after the bad input
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.status == 200

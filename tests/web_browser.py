@@ -4,8 +4,9 @@ Run by tests/test_web.py in the web environment (``DUALFOCUS_WEB_PYTHON``, scrip
 
     python tests/web_browser.py URL STEPS.json OUT_DIR
 
-STEPS.json is a list of {"name", "upload", "question"}: for each, upload the file, type the question,
-press Ask, wait for the answer or the message, then save a screenshot (OUT_DIR/NAME.png) and the
+STEPS.json is a list of {"name", "upload", "question"} or {"name", "example", "question"}: for each,
+upload the file and type the question, or pick the zoom-bench example and wait for its question to
+appear; press Ask, wait for the answer or the message, then save a screenshot (OUT_DIR/NAME.png) and the
 "where it looked" picture as served (OUT_DIR/NAME_focus.png), and record the page's texts. Writes
 OUT_DIR/page.json: {name: {"status", "answer", "steps", "trace", "screenshot", "focus"}}.
 No assertions here: the test makes them.
@@ -33,9 +34,16 @@ def ask(page, url: str, step: dict, out: Path) -> dict:
     page.goto(url, timeout=TIMEOUT_MS)  # a fresh page: the upload box is empty again
     page.locator("#ask").wait_for(timeout=TIMEOUT_MS)
     before = text(page, "status")
-    page.locator("#upload input[type=file]").set_input_files(step["upload"])
-    page.locator("#upload").get_by_text(Path(step["upload"]).name).first.wait_for(timeout=TIMEOUT_MS)
-    page.locator("#question textarea").fill(step["question"])
+    question = page.locator("#question textarea")
+    if "example" in step:  # picking it must fill in its question
+        page.locator("#example input").click()
+        page.get_by_role("option", name=step["example"], exact=True).click()
+        page.wait_for_function("q => document.querySelector('#question textarea').value === q",
+                               arg=step["question"], timeout=TIMEOUT_MS)
+    else:
+        page.locator("#upload input[type=file]").set_input_files(step["upload"])
+        page.locator("#upload").get_by_text(Path(step["upload"]).name).first.wait_for(timeout=TIMEOUT_MS)
+        question.fill(step["question"])
     page.locator("#ask").click()
     page.wait_for_function(
         """([before, done]) => {
