@@ -42,7 +42,8 @@ def ask(page, url: str, step: dict, out: Path) -> dict:
                                arg=step["question"], timeout=TIMEOUT_MS)
     else:
         page.locator("#upload input[type=file]").set_input_files(step["upload"])
-        page.locator("#upload").get_by_text(Path(step["upload"]).name).first.wait_for(timeout=TIMEOUT_MS)
+        # uploaded: its download link is there (while "Uploading 1 file..." shows, only its name is)
+        page.locator(f'#upload a[download="{Path(step["upload"]).name}"]').wait_for(timeout=TIMEOUT_MS)
         question.fill(step["question"])
     page.locator("#ask").click()
     page.wait_for_function(
@@ -63,7 +64,7 @@ def save_focus(page, path: Path) -> str | None:
     image = page.locator("#focus img")
     if image.count() == 0:
         return None
-    response = page.request.get(image.first.get_attribute("src"))
+    response = page.request.get(image.first.get_attribute("src"), timeout=TIMEOUT_MS)
     path.write_bytes(response.body())
     return str(path)
 
@@ -75,6 +76,7 @@ def main(url: str, steps_file: str, out_dir: str) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(TIMEOUT_MS)  # every action: a loaded 2-core CI machine is slow
         pages = {step["name"]: ask(page, url, step, out) for step in steps}
         browser.close()
     (out / "page.json").write_text(json.dumps(pages, indent=1))
