@@ -20,31 +20,39 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from dualfocus.focus.pipeline import MODES, FocusConfig, FocusResult
+from dualfocus.focus.pipeline import MODES, DualFocus, FocusConfig, FocusResult
 from dualfocus.focus.protocols import OPTION_INSTRUCTION, SELECTIONS, FocusQuery, get_protocol
 
 PROTOCOLS = ("seed", "gqa", "textvqa", "vqa")  # mmbench reads TSV rows with base64 images: use the runner
 MULTIPLE_CHOICE = ("seed", "gqa")
+ENGINES = ("fast", "reference")
+
+
+def add_model_arguments(p: argparse.ArgumentParser, model_path_default: str | None = None) -> None:
+    """The model and method flags, shared with the web page (`dualfocus.serve.web`)."""
+    p.add_argument("--model-path", required=model_path_default is None, default=model_path_default,
+                   help="checkpoint directory (original LLaVA layout or llava-hf)"
+                   + (f"; default: {model_path_default}" if model_path_default else ""))
+    p.add_argument("--model-base", default=None, help="base model for LoRA / projector-only checkpoints")
+    p.add_argument("--conv-mode", default="vicuna_v1", help="conversation template (the released scripts: vicuna_v1)")
+    p.add_argument("--engine", choices=ENGINES, default="fast")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda when available)")
+    p.add_argument("--mode", choices=MODES, default="dualfocus", help="macro: plain LLaVA, one pass")
+    p.add_argument("--selection", choices=SELECTIONS, default="original")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy, as the released evaluation")
+    p.add_argument("--max-new-tokens", type=int, default=128)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dualfocus.serve.cli", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-path", required=True, help="checkpoint directory (original LLaVA layout or llava-hf)")
-    p.add_argument("--model-base", default=None, help="base model for LoRA / projector-only checkpoints")
+    add_model_arguments(p)
     p.add_argument("--image", required=True, help="image file")
     p.add_argument("--question", required=True, help="the question (newlines allowed)")
     p.add_argument("--options", nargs="+", default=None, metavar="OPTION",
                    help="answer options, in order (they get the letters A, B, C, ...)")
     p.add_argument("--protocol", choices=PROTOCOLS, default=None,
                    help="whose prompts to use (default: seed with --options, else vqa)")
-    p.add_argument("--conv-mode", default="vicuna_v1", help="conversation template (the released scripts: vicuna_v1)")
-    p.add_argument("--engine", choices=("fast", "reference"), default="fast")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda when available)")
-    p.add_argument("--mode", choices=MODES, default="dualfocus", help="macro: plain LLaVA, one pass")
-    p.add_argument("--selection", choices=SELECTIONS, default="original")
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy, as the released evaluation")
-    p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--save-vis", default=None, metavar="PNG", help="save a picture of the focus here")
     return p
 
@@ -98,13 +106,39 @@ def fail(message: str, code: int) -> int:
     return code
 
 
+def load_model(args: argparse.Namespace) -> tuple:
+    """(tokenizer, model, image_processor) from the model flags, on --device (cuda when available)."""
+    import torch
+
+    from dualfocus.model.builder import load_pretrained_model
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer, model, image_processor, _ = load_pretrained_model(args.model_path, args.model_base, None,
+                                                                  device=device)
+    return tokenizer, model, image_processor
+
+
+def make_engine(name: str, tokenizer, model, image_processor):
+    """An engine over an already loaded model (engines hold no weights of their own)."""
+    from dualfocus.engine.fast import FastEngine
+    from dualfocus.engine.reference import ReferenceEngine
+
+    return (FastEngine if name == "fast" else ReferenceEngine)(model, tokenizer, image_processor)
+
+
+def focus_config(args: argparse.Namespace, **overrides) -> FocusConfig:
+    """The method's settings from the flags; `overrides` (e.g. selection=...) win."""
+    settings = dict(mode=args.mode, selection=args.selection, conv_mode=args.conv_mode,
+                    temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+    return FocusConfig(**{**settings, **overrides})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     protocol = args.protocol or ("seed" if args.options else "vqa")
     try:  # both checked before the model loads
         query = make_query(args.question, args.options, protocol)
-        config = FocusConfig(mode=args.mode, selection=args.selection, conv_mode=args.conv_mode,
-                             temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+        config = focus_config(args)
     except ValueError as e:
         return fail(str(e), 2)
     from dualfocus.mm_utils import ImageLoadError, load_image
@@ -135,17 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def answer(args: argparse.Namespace, query: FocusQuery, image, protocol: str, config: FocusConfig) -> FocusResult:
     """Load the checkpoint and run DualFocus on the one question."""
-    import torch
-
-    from dualfocus.engine.fast import FastEngine
-    from dualfocus.engine.reference import ReferenceEngine
-    from dualfocus.focus.pipeline import DualFocus
-    from dualfocus.model.builder import load_pretrained_model
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer, model, image_processor, _ = load_pretrained_model(args.model_path, args.model_base, None,
-                                                                  device=device)
-    engine = (FastEngine if args.engine == "fast" else ReferenceEngine)(model, tokenizer, image_processor)
+    engine = make_engine(args.engine, *load_model(args))
     return DualFocus(engine, get_protocol(protocol), config).run([(query, image)])[0]
 
 

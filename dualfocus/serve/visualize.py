@@ -59,24 +59,35 @@ def describe(result: FocusResult, question: str) -> list[str]:
     return lines
 
 
-def render(image: Image.Image, result: FocusResult, question: str) -> Image.Image:
-    """The picture: image with box and crop region, the crop, and the trace as text."""
-    font = _font()
-    left, scale = _fit(image)
-    draw = ImageDraw.Draw(left)
+def focus_panel(image: Image.Image, result: FocusResult, side: int = PANEL) -> Image.Image:
+    """The image, longer side `side` px, with the crop region (blue) and the model's box (red) drawn."""
+    panel, scale = _fit(image, side)
+    width = max(3, round(side / 110))  # 3 px at PANEL: lines stay visible on larger panels
+    draw = ImageDraw.Draw(panel)
     if result.crop is not None:
         x1, y1, x2, y2 = result.crop
-        draw.rectangle([x1 * scale, y1 * scale, x2 * scale - 1, y2 * scale - 1], outline=CROP_COLOUR, width=3)
+        draw.rectangle([x1 * scale, y1 * scale, x2 * scale - 1, y2 * scale - 1], outline=CROP_COLOUR, width=width)
     if result.box is not None:
         bx1, by1, bx2, by2 = result.box
         w, h = image.width * scale, image.height * scale
-        draw.rectangle([bx1 * w, by1 * h, bx2 * w - 1, by2 * h - 1], outline=BOX_COLOUR, width=3)
+        draw.rectangle([bx1 * w, by1 * h, bx2 * w - 1, by2 * h - 1], outline=BOX_COLOUR, width=width)
+    return panel
+
+
+def crop_panel(image: Image.Image, result: FocusResult, side: int = PANEL) -> Image.Image:
+    """What the micro pass saw, longer side `side` px; a grey card saying why when there was no crop."""
     if result.crop is not None:
-        right, _ = _fit(image.crop(tuple(result.crop)))
-    else:
-        right = Image.new("RGB", (PANEL // 2, PANEL // 2), (225, 225, 225))
-        ImageDraw.Draw(right).text((8, PANEL // 4 - 8), f"no crop\n({result.fallback or 'macro mode'})",
-                                   fill=TEXT_COLOUR, font=font)
+        return _fit(image.crop(tuple(result.crop)), side)[0]
+    card = Image.new("RGB", (side // 2, side // 2), (225, 225, 225))
+    ImageDraw.Draw(card).text((8, side // 4 - 8), f"no crop\n({result.fallback or 'macro mode'})",
+                              fill=TEXT_COLOUR, font=_font())
+    return card
+
+
+def render(image: Image.Image, result: FocusResult, question: str) -> Image.Image:
+    """The picture: image with box and crop region, the crop, and the trace as text."""
+    font = _font()
+    left, right = focus_panel(image, result), crop_panel(image, result)
     lines = [wrapped for line in describe(result, question) for wrapped in textwrap.wrap(line, WRAP) or [""]]
     legend = [("box (model)", BOX_COLOUR), ("crop (micro pass)", CROP_COLOUR)]
     line_h = int(font.size * 1.4) if hasattr(font, "size") else 16
