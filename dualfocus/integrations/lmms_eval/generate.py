@@ -43,14 +43,17 @@ class Ask:
 
 
 def focus_config(base: FocusConfig, gen_kwargs: Mapping) -> FocusConfig:
-    """The base config with the task's answer length and sampling (lmms-eval's generation kwargs)."""
-    sampling = bool(gen_kwargs.get("do_sample", False)) or float(gen_kwargs.get("temperature") or 0) > 0
+    """The base config with the task's answer length and sampling (lmms-eval's generation kwargs).
+
+    As lmms-eval's llava model: a temperature above 0 samples, 0 is greedy (``do_sample`` is not read).
+    """
+    temperature = float(gen_kwargs.get("temperature") or 0)
     top_p = gen_kwargs.get("top_p")
     return dataclasses.replace(
         base,
         max_new_tokens=int(gen_kwargs.get("max_new_tokens") or base.max_new_tokens),
-        temperature=float(gen_kwargs.get("temperature") or 0) if sampling else 0.0,
-        top_p=float(top_p) if sampling and top_p is not None else None,
+        temperature=max(temperature, 0.0),
+        top_p=float(top_p) if temperature > 0 and top_p is not None else None,
         num_beams=int(gen_kwargs.get("num_beams") or 1),
     )
 

@@ -3,9 +3,10 @@ the project's benchmark adapters (`dualfocus.eval.benchmarks`), as our runner re
 
 Data come from LLaVA's layout under the working directory (``playground/data/eval``, see
 playground/data/eval/README.md): the YAMLs name the question files, and these functions find the
-images and the annotation files (gold answers) there. ``DUALFOCUS_IMAGE_FOLDER`` and
-``DUALFOCUS_ANNOTATION_FILE`` override the two for a run, e.g. for a copy of a config that points
-at other files. The zoom-bench tasks read ``playground/zoom`` (shipped with the repository).
+images and the annotation files (gold answers) there. ``DUALFOCUS_<NAME>_IMAGES`` and
+``DUALFOCUS_<NAME>_ANNOTATIONS`` (NAME: SEED, MMBENCH, GQA, TEXTVQA) override the two, e.g. for a
+copy of a config that points at other files. The zoom-bench tasks read ``playground/zoom`` (shipped
+with the repository).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def benchmark(name: str):
 
 
 def image_folder(name: str) -> str:
-    return os.environ.get("DUALFOCUS_IMAGE_FOLDER") or os.path.join(DATA_ROOT, LAYOUT[name][0])
+    return os.environ.get(f"DUALFOCUS_{name.upper()}_IMAGES") or os.path.join(DATA_ROOT, LAYOUT[name][0])
 
 
 @functools.cache
@@ -43,7 +44,7 @@ def annotations(name: str, path: str | None):
 
 def annotation_file(name: str) -> str | None:
     default = LAYOUT[name][1]
-    return os.environ.get("DUALFOCUS_ANNOTATION_FILE") or (os.path.join(DATA_ROOT, default) if default else None)
+    return os.environ.get(f"DUALFOCUS_{name.upper()}_ANNOTATIONS") or (os.path.join(DATA_ROOT, default) if default else None)
 
 
 # -- the official-format benchmarks ----------------------------------------------------------------
@@ -65,7 +66,7 @@ def _results(name: str, doc, results) -> dict:
     gold = bench.gold(doc, query, annotations(name, annotation_file(name)))
     if gold is None:
         raise ValueError(f"{name} document {query.question_id!r} has no gold answer; set "
-                         f"DUALFOCUS_ANNOTATION_FILE to the benchmark's annotation file")
+                         f"DUALFOCUS_{name.upper()}_ANNOTATIONS to the benchmark's annotation file")
     answer = bench.protocol.parse_answer(results[0], query)
     return {"accuracy": 100.0 * score_answer(answer, gold)}
 
@@ -126,7 +127,7 @@ def zoom_doc_to_text(doc):
 def zoom_doc_to_visual(doc):
     from dualfocus.mm_utils import load_image
 
-    return [load_image(os.path.join(os.environ.get("DUALFOCUS_IMAGE_FOLDER") or ZOOM_ROOT, doc["image"]))]
+    return [load_image(os.path.join(ZOOM_ROOT, doc["image"]))]
 
 
 def _zoom_results(name: str, doc, results) -> dict:
