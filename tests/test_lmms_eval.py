@@ -102,6 +102,41 @@ def test_loglikelihood_labels_only_the_answer():
     assert user_turn("Q", 2) == "<image> <image>\nQ" and user_turn("<image> Q", 1) == "<image> Q"
 
 
+class _Request:  # lmms-eval's Instance, as the model reads it
+    def __init__(self, *args):
+        self.args = args
+
+
+def test_generate_until_answers_in_order_traces_each_and_isolates_a_bad_request(tmp_path):
+    from dualfocus.engine.fast import FastEngine
+    from dualfocus.focus.pipeline import DualFocus
+    from dualfocus.integrations.lmms_eval.generate import generate_until
+    from dualfocus.mm_utils import load_image
+    from dualfocus.model.builder import load_pretrained_model
+
+    tokenizer, model, processor, _ = load_pretrained_model(str(ZOOM_CKPT), None, None, device="cpu")
+    engine = FastEngine(model, tokenizer, processor)
+    docs = zoom_rows("vqa", 1) + [{"text": "no picture"}] + zoom_rows("seed", 1)
+    visual = lambda doc: [load_image(str(ZOOM / doc["image"]))] if "image" in doc else []  # noqa: E731
+    kwargs = {"max_new_tokens": 32, "until": ["\n\n"]}
+    requests = [_Request(doc["text"], dict(kwargs), visual, i, "zoom", "test") for i, doc in enumerate(docs)]
+    writer = TraceWriter(str(tmp_path / "trace.jsonl"))
+    base = FocusConfig(max_new_tokens=32, box_max_new_tokens=32)
+    answers = generate_until(requests, lambda task, split, i: docs[i], engine, base, 2, writer)
+
+    expected = []
+    for doc, name in ((docs[0], "vqa"), (docs[2], "seed")):
+        bench = get_benchmark(name)
+        [result] = DualFocus(engine, bench.protocol, base).run([(bench.to_query(doc), visual(doc)[0])])
+        expected.append(result.text)
+    assert answers == [expected[0], "", expected[1]]
+    traces = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    assert [t["doc_id"] for t in traces] == [0, 1, 2]
+    assert [t["protocol"] for t in traces] == ["vqa", "vqa", "seed"]
+    assert "doc_to_visual gave no image" in traces[1]["error"] and "metadata" not in traces[1]
+    assert traces[2]["metadata"]["box"] is not None and traces[2]["metadata"]["choice"]
+
+
 def test_trace_file_is_replaced_per_run_and_named_per_rank(tmp_path):
     path = tmp_path / "out" / "trace.jsonl"
     path.parent.mkdir()

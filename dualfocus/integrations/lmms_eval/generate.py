@@ -91,12 +91,15 @@ def cut_at_stop(text: str, until: Sequence[str]) -> str:
     return text
 
 
-def run_asks(asks: Sequence[Ask], engine: Engine, batch_size: int) -> None:
+def run_asks(asks: Sequence[Ask], engine: Engine, batch_size: int, progress: bool = False) -> None:
     """Answer every readable ask in place: grouped by (config, protocol), batched, traced."""
+    from tqdm import tqdm
+
     groups: dict[tuple, list[Ask]] = {}
     for ask in asks:
         if ask.error is None:
             groups.setdefault((ask.config, ask.protocol_name), []).append(ask)
+    bar = tqdm(total=sum(map(len, groups.values())), disable=not progress, desc="DualFocus", unit="q")
     for group in groups.values():
         pipeline = DualFocus(engine, group[0].protocol, group[0].config)
         for start in range(0, len(group), batch_size):
@@ -104,6 +107,8 @@ def run_asks(asks: Sequence[Ask], engine: Engine, batch_size: int) -> None:
             results = answer_batch(pipeline, [(a.query, a.image) for a in batch])
             for ask, result in zip(batch, results):
                 settle(ask, result)
+            bar.update(len(batch))
+    bar.close()
 
 
 def settle(ask: Ask, result) -> None:
@@ -116,10 +121,10 @@ def settle(ask: Ask, result) -> None:
 
 
 def generate_until(requests: Sequence, doc_of: Callable, engine: Engine, base: FocusConfig,
-                   batch_size: int, writer: TraceWriter) -> list[str]:
+                   batch_size: int, writer: TraceWriter, progress: bool = False) -> list[str]:
     """lmms-eval's verb: one answer text per request, in order; traces written to `writer`."""
     asks = [read_request(req.args, doc_of, base) for req in requests]
-    run_asks(asks, engine, batch_size)
+    run_asks(asks, engine, batch_size, progress)
     for ask in asks:
         if ask.error is not None:
             ask.trace = trace_record(ask.task, ask.split, ask.doc_id, ask.protocol_name, ask.query,

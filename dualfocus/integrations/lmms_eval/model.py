@@ -80,7 +80,7 @@ class DualFocusLMMs(lmms):
 
     def generate_until(self, requests) -> list[str]:
         return generate.generate_until(requests, self.doc, self.engine, self.config, self.batch_size_per_gpu,
-                                       self.writer)
+                                       self.writer, progress=self.rank == 0)
 
     def loglikelihood(self, requests) -> list[GenerationResult]:
         """``(logprob, is_greedy)`` per request, each wrapped in a `GenerationResult`: lmms-eval 0.7.3's
