@@ -191,6 +191,19 @@ def test_side_environment_keeps_a_cpu_torch_and_no_cuda_package():
 
 
 @pytest.mark.lmms
+def test_the_lmms_eval_behaviours_we_work_around_are_still_there():
+    """If one of these fails, lmms-eval changed: the pin or the workaround named can go."""
+    out = json.loads(side(
+        "import json, inspect, lmms_eval.evaluator as ev;"
+        "from lmms_eval.api.instance import GenerationResult, unwrap_generation_output as un;"
+        "print(json.dumps({'filelock_api': 'import filelock._api' in inspect.getsource(ev),"
+        "'pair': repr(un((-1.5, False))[0]), 'wrapped': repr(un(GenerationResult(text=(-1.5, False)))[0])}))"))
+    assert out["filelock_api"]  # hence filelock<4 in the `lmms` extra
+    assert out["pair"] == "'(-1.5, False)'"  # a bare (logprob, is_greedy) pair becomes a string...
+    assert out["wrapped"] == "(-1.5, False)"  # ...so the model wraps it (DualFocusLMMs.loglikelihood)
+
+
+@pytest.mark.lmms
 def test_entry_point_resolves_the_model_without_loading_one():
     out = side(
         "import sys; from lmms_eval.models import get_model; cls = get_model('dualfocus');"
