@@ -215,6 +215,30 @@ def test_entry_point_resolves_the_model_without_loading_one():
     assert "dualfocus.model" not in run.stderr and "dualfocus.engine" not in run.stderr  # importtime's lines
 
 
+@pytest.mark.lmms
+def test_lmms_eval_builtin_task_prompts_are_read_as_their_question_type():
+    """The contexts lmms-eval's own tasks build (their doc_to_text, on made-up documents)."""
+    contexts = json.loads(side(
+        "import json\n"
+        "from lmms_eval.tasks.hrbench.utils import hrbench_doc_to_text as hr\n"
+        "from lmms_eval.tasks.vstar_bench.utils import vstar_doc_to_text as vstar\n"
+        "from lmms_eval.tasks.mme_realworld.utils import mme_realworld_doc_to_text as mme\n"
+        "from lmms_eval.tasks.textvqa.utils import textvqa_doc_to_text as tvqa\n"
+        "post = {'pre_prompt': '', 'post_prompt': '\\nAnswer with the option letter.'}\n"
+        "print(json.dumps([hr({'question': 'Sign?', 'A': '7', 'B': 'K', 'C': '4', 'D': 'Z'}),"
+        "vstar({'text': 'Sign? (A) 7 (B) K (C) 4 (D) Z'}, post),"
+        "mme({'question': 'Sign?', 'multi-choice options': ['(A) 7', '(B) K', '(C) 4', '(D) Z', '(E) 5']}),"
+        "tvqa({'question': 'what does the sign say?', 'ocr_tokens': ['STOP']},"
+        "{'pre_prompt': '', 'post_prompt': '\\nAnswer the question using a single word or phrase.', 'ocr': True})]))"))
+    for context, options in zip(contexts[:3], (4, 4, 5)):
+        query, protocol = context_query(context, 0)
+        assert protocol.multiple_choice and query.option_texts[:4] == ("7", "K", "4", "Z") and len(query.options) == options
+        assert query.question.startswith("Sign?")
+        assert protocol.parse_answer("(B)", query) == "B" and protocol.parse_answer("K", query) == "B"
+    query, protocol = context_query(contexts[3], 0)
+    assert not protocol.multiple_choice and query.question == "What does the sign say?\nReference OCR token: STOP"
+
+
 def _include(tmp: Path, name: str, task: str, data: str | None = None) -> None:
     """A task config that includes a shipped one, renamed and (optionally) pointed at other data."""
     lines = [f"include: {TASKS / name}.yaml", f"task: {task}"]
