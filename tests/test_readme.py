@@ -75,7 +75,7 @@ def test_docs_point_only_into_the_clone(doc):
 
 def test_readme_says_what_a_newcomer_needs():
     assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in README
-    assert "The\n  whole suite takes about 4 minutes on 2 CPU cores." in README
+    assert re.search(r"The whole suite took \d+ minutes( \d+ s)? in CI on 2 CPU cores", " ".join(README.split()))
     seed = README[README.index("SEED-Bench's question file"):][:600]
     assert "LLaVA's `llava-seed-bench.jsonl`" in seed and "`playground/data/eval/seed_bench/`" in seed
     assert "SPLIT=llava-seed-bench bash scripts/eval/eval_seed.sh" in seed
