@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 from PIL import Image
+from side_env import required_env
 
 from dualfocus.constants import IGNORE_INDEX
 from dualfocus.conversation import SeparatorStyle, conv_templates
@@ -46,12 +47,7 @@ pytestmark = pytest.mark.fidelity
 
 
 def _env(name: str) -> str:
-    value = os.environ.get(name)
-    if value:
-        return value
-    if os.environ.get("CI"):
-        pytest.fail(f"{name} is not set: .ci/run exports it from scripts/ci/fidelity_env.sh")
-    pytest.skip(f"{name} is not set (run: eval \"$(bash scripts/ci/fidelity_env.sh)\")")
+    return required_env(name, "fidelity_env.sh")
 
 
 def released(request: dict, tmp_path: Path) -> dict:

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from side_env import required_env
 
 from dualfocus.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from dualfocus.eval.benchmarks import get_benchmark
@@ -156,12 +157,7 @@ def test_importing_the_plugin_package_is_cheap():
 
 # --- the real lmms-eval -------------------------------------------------------------------------------
 def _env(name: str) -> str:
-    value = os.environ.get(name)
-    if value:
-        return value
-    if os.environ.get("CI"):
-        pytest.fail(f"{name} is not set: .ci/run exports it from scripts/ci/lmms_env.sh")
-    pytest.skip(f"{name} is not set (run: eval \"$(bash scripts/ci/lmms_env.sh)\")")
+    return required_env(name, "lmms_env.sh")
 
 
 def side(code: str) -> str:

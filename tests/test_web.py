@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from side_env import required_env
 
 from dualfocus import boxes
 from dualfocus.demo import ZOOM_CHECKPOINT, ZOOM_DATA
@@ -37,12 +38,7 @@ IMAGE = ZOOM_DATA / RECORD["image"]
 
 
 def _env(name: str) -> str:
-    value = os.environ.get(name)
-    if value:
-        return value
-    if os.environ.get("CI"):
-        pytest.fail(f"{name} is not set: .ci/run exports it from scripts/ci/web_env.sh")
-    pytest.skip(f"{name} is not set (run: eval \"$(bash scripts/ci/web_env.sh)\")")
+    return required_env(name, "web_env.sh")
 
 
 def _chromium() -> str:
