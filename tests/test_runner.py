@@ -573,3 +573,17 @@ def test_kills_and_failures_across_reruns_end_exactly_once(tmp_path, seed):
     records = read_answer_file(str(out))
     assert sorted(r["prompt"] for r in records) == sorted(r["text"] for r in rows)
     assert all(kept.get(r["prompt"], r["answer_id"]) == r["answer_id"] for r in records)
+
+
+def test_temporary_files_a_killed_rewrite_left_are_removed_and_only_those(tmp_path):
+    """A kill during the retry rewrite leaves `.tmp-<answers>-*`; the next writer (holding the lock)
+    removes its own file's, never another shard's."""
+    out = tmp_path / "2_0.jsonl"
+    out.write_text(json.dumps({"question_id": 1, "text": "a"}) + "\n")
+    mine = tmp_path / ".tmp-2_0.jsonl-abc123.jsonl"
+    other = tmp_path / ".tmp-2_1.jsonl-def456.jsonl"
+    mine.write_text("half a rewr")
+    other.write_text("another shard's write in progress")
+    with AnswerWriter(str(out)) as writer:
+        assert [r["question_id"] for r in writer.existing] == [1]
+    assert not mine.exists() and other.exists()

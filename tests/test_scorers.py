@@ -500,6 +500,15 @@ def test_merge_a_question_row_without_an_id_is_a_clear_message(tmp_path, capsys)
     assert "q.jsonl: question 2 has no 'question_id' (its keys: text)" in err and "KeyError" not in err
 
 
+def test_merge_against_a_tsv_without_an_index_column_is_a_clear_message(tmp_path, capsys):
+    write_jsonl(tmp_path / "1_0.jsonl", [answer(0)])
+    (tmp_path / "q.tsv").write_text("id\tquestion\n0\twhat?\n")
+    assert merge.main(["--inputs", str(tmp_path / "1_0.jsonl"), "--output", str(tmp_path / "m.jsonl"),
+                       "--question-file", str(tmp_path / "q.tsv")]) == 1
+    err = capsys.readouterr().err
+    assert "q.tsv: no 'index' column (its columns: id, question)" in err and "Traceback" not in err
+
+
 def test_merge_without_a_question_file_fails_on_a_missing_shard_or_a_cut_line(tmp_path, capsys):
     write_jsonl(tmp_path / "3_0.jsonl", [answer(0)])
     write_jsonl(tmp_path / "3_2.jsonl", [answer(2)])

@@ -16,7 +16,14 @@ import os
 from collections.abc import Mapping, Sequence
 
 from dualfocus.eval.benchmarks import jsonable
-from dualfocus.eval.files import FileLock, disk_full, dumps_line, is_disk_full, write_lines_atomic
+from dualfocus.eval.files import (
+    FileLock,
+    disk_full,
+    dumps_line,
+    is_disk_full,
+    remove_stale_temps,
+    write_lines_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,7 @@ class AnswerWriter:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._lock = FileLock(self.path)
         try:
+            remove_stale_temps(self.path)  # a rewrite cut short by a kill; the answers file is whole
             self.repaired = repair_last_line(self.path)
             self.existing = read_answer_file(self.path)
             self.dropped = [r for r in self.existing if is_error_record(r)] if retry_failed else []

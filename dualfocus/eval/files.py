@@ -72,11 +72,27 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
     write_chunks_atomic(path, [data], binary=True)
 
 
+def temp_prefix(path: str) -> str:
+    """The name start of `path`'s temporary files (".tmp-8_0.jsonl-"): each target's own, so the holder
+    of its lock can remove what a killed writer left without touching another file's."""
+    return f".tmp-{os.path.basename(path)}-"
+
+
+def remove_stale_temps(path: str) -> list[str]:
+    """Delete the temporary files a killed atomic write of `path` left behind; call it holding the
+    lock of `path`. Returns their paths."""
+    folder = os.path.dirname(os.path.abspath(path))
+    stale = [os.path.join(folder, n) for n in os.listdir(folder) if n.startswith(temp_prefix(path))]
+    for name in stale:
+        _unlink_quietly(name)
+    return stale
+
+
 def write_chunks_atomic(path: str, chunks: Iterable[str | bytes], binary: bool = False) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=os.path.splitext(path)[1], dir=folder)
     except OSError as e:
         raise (disk_full(path, e) if is_disk_full(e) else e) from e
     try:

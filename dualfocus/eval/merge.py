@@ -141,6 +141,10 @@ def read_question_ids(path: str) -> list:
     if path.endswith(".tsv"):
         import pandas as pd
 
+        columns = pd.read_table(path, nrows=0).columns
+        if "index" not in columns:
+            raise MergeError(f"{path}: no 'index' column (its columns: {', '.join(map(str, columns))}); "
+                             "give the MMBench TSV the runner answered")
         return pd.read_table(path, usecols=["index"])["index"].tolist()
     if path.endswith(".json"):
         with open(path, encoding="utf-8") as f:
