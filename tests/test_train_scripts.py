@@ -29,6 +29,13 @@ def test_help_prints_the_scripts_own_header(name, own, other):
     assert own in proc.stdout and other not in proc.stdout
 
 
+def test_slurm_script_help_exits_0_and_a_missing_argument_exits_2():
+    proc = run_script("slurm_finetune_dualfocus.sh", "--help")
+    assert proc.returncode == 0 and proc.stdout.startswith("# slurm_finetune_dualfocus.sh full|lora MODEL")
+    proc = run_script("slurm_finetune_dualfocus.sh", "full", "model-only")
+    assert proc.returncode == 2 and proc.stderr.startswith("# slurm_finetune_dualfocus.sh full|lora MODEL")
+
+
 def test_lora_script_without_arguments_prints_its_own_usage():
     proc = run_script("finetune_dualfocus_lora.sh", "model-only")
     assert proc.returncode == 2 and proc.stderr.startswith("# finetune_dualfocus_lora.sh MODEL")

@@ -10,6 +10,10 @@
 # and finetune_dualfocus.sh's.
 set -euo pipefail
 DF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+if [ "${1:-}" = --help ] || [ "${1:-}" = -h ]; then
+    sed -n '2,10p' "${BASH_SOURCE[0]}"
+    exit 0
+fi
 if [ $# -lt 5 ] || { [ "$1" != full ] && [ "$1" != lora ]; }; then
     sed -n '2,10p' "${BASH_SOURCE[0]}" >&2
     exit 2
