@@ -53,6 +53,6 @@ def test_half_precision_on_a_cpu_stops_before_launching_and_says_how(tmp_path, n
     proc = run_script(name, "model", "train.json", "images", str(tmp_path / "out"), *extra, **env)
     assert proc.returncode == 2 and proc.stdout == ""
     [line] = proc.stderr.splitlines()
-    assert line == (f"finetune_dualfocus.sh: no CUDA GPU here, and '{wanted}' needs one; on a CPU train in fp32: "
+    assert line == (f"{name}: no CUDA GPU here, and '{wanted}' needs one; on a CPU train in fp32: "
                     'set PRECISION_ARGS="" (or append -- --bf16 False --tf32 False)')
     assert not (tmp_path / "out").exists()

@@ -96,7 +96,7 @@ check_precision() {
     wanted=$(gpu_precision "$@")
     [ -n "$wanted" ] || return 0
     "${PYTHON:-python}" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' && return 0
-    echo "$(basename "$0"): no CUDA GPU here, and '$wanted' needs one; on a CPU train in fp32:" \
+    echo "${DF_SCRIPT_NAME:-$(basename "$0")}: no CUDA GPU here, and '$wanted' needs one; on a CPU train in fp32:" \
          "set PRECISION_ARGS=\"\" (or append -- --bf16 False --tf32 False)" >&2
     exit 2
 }

@@ -14,4 +14,5 @@ if [ $# -lt 4 ]; then
 fi
 export LR=${LR:-2e-4}
 export DF_MODE_ARGS="--lora_enable True --lora_r ${LORA_R:-128} --lora_alpha ${LORA_ALPHA:-256} --mm_projector_lr ${MM_PROJECTOR_LR:-2e-5}"
+export DF_SCRIPT_NAME=${DF_SCRIPT_NAME:-$(basename "$0")}  # what messages name: the script the user ran
 exec bash "$(dirname "${BASH_SOURCE[0]}")/finetune_dualfocus.sh" "$@"
