@@ -24,6 +24,7 @@ from dualfocus.eval.files import (
     remove_stale_temps,
     write_lines_atomic,
 )
+from dualfocus.eval.scoring_common import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -117,23 +118,12 @@ def _last_line_start(f, size: int, block: int = 1 << 16) -> int:
 
 def read_answer_file(path: str) -> list[dict]:
     """The records of an answer file; a line that is not an answer record is an error (loudly)."""
-    import json
-
     if not os.path.exists(path):
         return []
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: corrupt answer line ({e.msg}); move the file away "
-                                 "or fix it before resuming") from e
-            if not isinstance(record, dict) or "question_id" not in record:
-                raise ValueError(f"{path}:{lineno}: not an answer record (no question_id)")
-            records.append(record)
+    records = read_jsonl(path, "corrupt answer line", "move the file away or fix it before resuming")
+    for lineno, record in enumerate(records, 1):
+        if not isinstance(record, dict) or "question_id" not in record:
+            raise ValueError(f"{path}: record {lineno}: not an answer record (no question_id)")
     return records
 
 

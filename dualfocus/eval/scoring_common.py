@@ -80,8 +80,10 @@ def qid_key(question_id) -> str:
     return str(question_id)
 
 
-def read_jsonl(path: str) -> list[dict]:
-    """Strict jsonl reader for result files (use dualfocus.eval.merge.read_answers for raw shards)."""
+def read_jsonl(path: str, problem: str = "not a JSON line",
+               hint: str = "merge shards with `python -m dualfocus.eval.merge` first") -> list:
+    """Strict jsonl reader (use dualfocus.eval.merge.read_answers for raw shards): a line that is not
+    JSON is a ValueError naming the line, the ``problem`` and what to do (``hint``)."""
     records = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -90,8 +92,7 @@ def read_jsonl(path: str) -> list[dict]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not a JSON line ({e.msg}); merge shards with "
-                                 "`python -m dualfocus.eval.merge` first") from e
+                raise ValueError(f"{path}:{lineno}: {problem} ({e.msg}); {hint}") from e
     return records
 
 
