@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 TOWER_PREFIX = "model.vision_tower.vision_tower."
 # Keys some LLaVA checkpoints carry that no current module owns (recomputed at init).
 _IGNORED_KEYS = re.compile(r"rotary_emb\.inv_freq$|position_ids$")
-# A LLaVA checkpoint's sentencepiece tokenizer, as the released checkpoints carry it.
-SENTENCEPIECE_FILES = tokenizer_io.TOKENIZER_FILES
 # model_type values of LLaVA checkpoints (the release, LLaVA's code, llava-hf; old ones say llama).
 KNOWN_MODEL_TYPES = ("llava", "llava_llama", "llama")
 # Config keys that describe the file rather than the model.

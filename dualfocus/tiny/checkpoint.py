@@ -110,8 +110,8 @@ def build_tiny_checkpoint(
     tokenizer.model + tokenizer_config.json. `self_describing` also stores the tower's config in
     config.json (our extension) and the image processor in the checkpoint.
     """
-    from dualfocus.model.builder import SENTENCEPIECE_FILES, save_original_checkpoint
-    from dualfocus.model.tokenizer import load_tokenizer
+    from dualfocus.model.builder import save_original_checkpoint
+    from dualfocus.model.tokenizer import TOKENIZER_FILES, load_tokenizer
     from dualfocus.tiny.tokenizer import train_llama_tokenizer
 
     out = Path(out_dir)
@@ -128,7 +128,7 @@ def build_tiny_checkpoint(
         include_vision_tower=include_vision_tower, safe_serialization=safe_serialization,
         max_shard_bytes=max_shard_bytes,
     )
-    for f in SENTENCEPIECE_FILES:
+    for f in TOKENIZER_FILES:
         (out / f).write_bytes((tok_dir / f).read_bytes())
     if not tokenizer_dir:
         for f in (out / ".tokenizer").iterdir():

@@ -52,8 +52,8 @@ def fresh_tower(spec: TinySpec = SPEC, seed: int = 0) -> CLIPVisionModel:
 def init_checkpoint(out_dir: str | os.PathLike, corpus: str | os.PathLike | None = None, seed: int = 0,
                     spec: TinySpec = SPEC, vocab_size: int = VOCAB_SIZE) -> Path:
     """Write the untrained checkpoint to `out_dir` (replacing it) and return its path."""
-    from dualfocus.model.builder import SENTENCEPIECE_FILES, save_original_checkpoint
-    from dualfocus.model.tokenizer import load_tokenizer
+    from dualfocus.model.builder import save_original_checkpoint
+    from dualfocus.model.tokenizer import TOKENIZER_FILES, load_tokenizer
     from dualfocus.tiny.tokenizer import train_llama_tokenizer
 
     out = Path(out_dir)
@@ -66,7 +66,7 @@ def init_checkpoint(out_dir: str | os.PathLike, corpus: str | os.PathLike | None
     model = tiny_llava(spec, vocab_size=len(tokenizer), seed=seed, vision_tower=TOWER_NAME)
     model.model.vision_tower.vision_tower.load_state_dict(fresh_tower(spec, seed).state_dict())
     save_original_checkpoint(model, out, image_processor=image_processor(spec), include_vision_tower=True)
-    for f in SENTENCEPIECE_FILES:
+    for f in TOKENIZER_FILES:
         shutil.copyfile(tok_dir / f, out / f)
     shutil.rmtree(tok_dir)
     return out
