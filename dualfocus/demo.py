@@ -232,7 +232,7 @@ def verdicts(benchmark_name: str, rows: Sequence[dict], records: Sequence[dict],
     """{(question id, occurrence): Verdict} for every question with a known answer, scored as the
     runner's accuracy scores it (an error record scores 0); the k-th record of an id answers its
     k-th question."""
-    from dualfocus.eval.benchmarks import get_benchmark, score_answer
+    from dualfocus.benchmarks import get_benchmark, score_answer
 
     benchmark = get_benchmark(benchmark_name)
     by_key = dict(zip(keys([r["question_id"] for r in records]), records))
@@ -251,7 +251,7 @@ def verdicts(benchmark_name: str, rows: Sequence[dict], records: Sequence[dict],
 
 def format_verdicts(benchmark: str, records: Sequence[dict], data: Path) -> dict[Key, Verdict]:
     """The --formats demo's verdicts: the benchmark's question file and annotations under `data`."""
-    from dualfocus.eval.benchmarks import get_benchmark
+    from dualfocus.benchmarks import get_benchmark
 
     question_file, annotation = FILES[benchmark]
     reader = get_benchmark(benchmark)

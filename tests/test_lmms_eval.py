@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from side_env import required_env
 
+from dualfocus.benchmarks import get_benchmark
 from dualfocus.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from dualfocus.eval.benchmarks import get_benchmark
 from dualfocus.focus.pipeline import FocusConfig
 from dualfocus.integrations.lmms_eval.generate import cut_at_stop, focus_config
 from dualfocus.integrations.lmms_eval.likelihood import scoring_ids, user_turn

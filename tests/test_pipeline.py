@@ -276,7 +276,7 @@ def test_a_nan_loss_does_not_stop_the_batch(engines):
 def test_a_question_past_the_models_positions_is_an_error_record(engines, tmp_path, engine_name):
     """Refused by the engine before any forward; the runner writes it as that question's error
     record, and the other questions of its batch are answered."""
-    from dualfocus.eval.benchmarks import get_benchmark
+    from dualfocus.benchmarks import get_benchmark
     from dualfocus.eval.runner import read_answer_file, run_benchmark
 
     own = [c for c in CASES if c.benchmark == "textvqa"][:3]

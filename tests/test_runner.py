@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from dualfocus.benchmarks import get_benchmark, score_answer
 from dualfocus.eval import merge
-from dualfocus.eval.benchmarks import get_benchmark, score_answer
 from dualfocus.eval.files import DiskFullError, FileBusyError
 from dualfocus.eval.runner import (
     AnswerWriter,

@@ -523,7 +523,7 @@ def test_merge_without_a_question_file_fails_on_a_missing_shard_or_a_cut_line(tm
 
 
 def test_merge_checks_every_round_of_an_all_rounds_mmbench_run(tmp_path, capsys):
-    from dualfocus.eval.benchmarks import get_benchmark
+    from dualfocus.benchmarks import get_benchmark
 
     tsv = os.path.join(os.path.dirname(__file__), "..", "playground", "demo", "mmbench", "mmbench_demo.tsv")
     bench = get_benchmark("mmbench", all_rounds=True)

@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 
-from dualfocus.eval.benchmarks import jsonable
+from dualfocus.benchmarks import jsonable
 from dualfocus.eval.files import (
     FileLock,
     disk_full,

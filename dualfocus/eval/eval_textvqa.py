@@ -85,7 +85,7 @@ def match_annotation(record: dict, by_image_question: dict, by_question_id: dict
 
 def question_keys(question_file: str, by_image_question: dict) -> list[tuple[str, str]]:
     """The annotated questions a LLaVA question file asks (its `text` has the prompt's layout)."""
-    from dualfocus.eval.benchmarks import read_question_lines
+    from dualfocus.benchmarks import read_question_lines
 
     keys = []
     for row in read_question_lines(question_file):

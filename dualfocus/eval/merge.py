@@ -117,7 +117,7 @@ def expected_keys(path: str, all_rounds: bool = False) -> Counter:
     """(id, round) -> answers expected, from a question file; an MMBench TSV with `all_rounds`
     expects every rotation of each question (as the runner's --all-rounds asks them)."""
     if path.endswith(".tsv") and all_rounds:
-        from dualfocus.eval.benchmarks import get_benchmark
+        from dualfocus.benchmarks import get_benchmark
 
         bench = get_benchmark("mmbench", all_rounds=True)
         return Counter((qid_key(r["index"]), int(r["round_id"])) for r in bench.expand(bench.read_questions(path)))
@@ -151,7 +151,7 @@ def read_question_ids(path: str) -> list:
             data = json.load(f)
         questions = data["questions"] if isinstance(data, dict) else data
         return [_question_id(path, k, q) for k, q in enumerate(questions, 1)]
-    from dualfocus.eval.benchmarks import read_question_lines
+    from dualfocus.benchmarks import read_question_lines
 
     return [_question_id(path, k, row) for k, row in enumerate(read_question_lines(path), 1)]
 

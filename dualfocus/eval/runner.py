@@ -34,19 +34,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dualfocus.benchmarks import (
+    Benchmark,
+    ImageLoadError,
+    RecordError,
+    get_benchmark,
+    score_answer,
+)
+from dualfocus.engine import ENGINE_NAMES, build_engine
 from dualfocus.eval.answers import (  # noqa: F401 - re-exported: the runner's public names
     AnswerWriter,
     answer_key,
     match_records,
     read_answer_file,
     repair_last_line,
-)
-from dualfocus.eval.benchmarks import (
-    Benchmark,
-    ImageLoadError,
-    RecordError,
-    get_benchmark,
-    score_answer,
 )
 from dualfocus.eval.files import EvalRunError
 
@@ -512,11 +513,8 @@ class _LazyPipeline:
             self.model_path, self.model_base, None, device="cuda" if device == "auto" else device,
             device_map=device_map, torch_dtype=self.dtype)
         self.device_used = device
-        if self.engine_name == "fast":
-            from dualfocus.engine.fast import FastEngine as engine_class
-        else:
-            from dualfocus.engine.reference import ReferenceEngine as engine_class
-        return DualFocus(engine_class(model, tokenizer, image_processor), self.benchmark.protocol, self.config)
+        engine = build_engine(self.engine_name, model, tokenizer, image_processor)
+        return DualFocus(engine, self.benchmark.protocol, self.config)
 
 
 def one_line(error: BaseException, limit: int = 400) -> str:
@@ -550,7 +548,7 @@ def build_parser(benchmark: str | None, description: str | None = None):
     add("--max_new_tokens", type=int, default=128, help="per pass")
     add("--batch-size", type=int, default=8, help="questions per pipeline call")
     add("--mode", default="dualfocus", choices=("dualfocus", "macro"), help="macro: plain LLaVA, one pass")
-    add("--engine", default="fast", choices=("fast", "reference"))
+    add("--engine", default="fast", choices=ENGINE_NAMES)
     add("--selection", default="original", choices=("original", "candidate", "macro", "micro"))
     add("--device", default=None, help="cpu, cuda, cuda:N or auto; default: from the local rank")
     add("--dtype", default=None, choices=("fp16", "bf16", "fp32"), help="default: fp16 on GPU, fp32 on CPU")

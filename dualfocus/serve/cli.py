@@ -20,12 +20,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from dualfocus.engine import ENGINE_NAMES, build_engine
 from dualfocus.focus.pipeline import MODES, DualFocus, FocusConfig, FocusResult
 from dualfocus.focus.protocols import OPTION_INSTRUCTION, SELECTIONS, FocusQuery, get_protocol
 
 PROTOCOLS = ("seed", "gqa", "textvqa", "vqa")  # mmbench reads TSV rows with base64 images: use the runner
 MULTIPLE_CHOICE = ("seed", "gqa")
-ENGINES = ("fast", "reference")
+ENGINES = ENGINE_NAMES
 
 
 def add_model_arguments(p: argparse.ArgumentParser, model_path_default: str | None = None) -> None:
@@ -120,10 +121,7 @@ def load_model(args: argparse.Namespace) -> tuple:
 
 def make_engine(name: str, tokenizer, model, image_processor):
     """An engine over an already loaded model (engines hold no weights of their own)."""
-    from dualfocus.engine.fast import FastEngine
-    from dualfocus.engine.reference import ReferenceEngine
-
-    return (FastEngine if name == "fast" else ReferenceEngine)(model, tokenizer, image_processor)
+    return build_engine(name, model, tokenizer, image_processor)
 
 
 def focus_config(args: argparse.Namespace, **overrides) -> FocusConfig:

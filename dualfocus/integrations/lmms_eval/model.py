@@ -30,6 +30,7 @@ from lmms_eval import utils as lmms_utils
 from lmms_eval.api.instance import GenerationResult
 from lmms_eval.api.model import lmms
 
+from dualfocus.engine import ENGINE_NAMES, build_engine
 from dualfocus.integrations.lmms_eval import generate, likelihood
 from dualfocus.integrations.lmms_eval.trace import TraceWriter, rank_path
 
@@ -112,14 +113,10 @@ def load_engine(pretrained: str, model_base, engine: str, device, dtype):
     from dualfocus.eval.runner import resolve_device
     from dualfocus.model.builder import load_pretrained_model
 
-    if engine not in ("fast", "reference"):
-        raise ValueError(f"dualfocus: unknown engine {engine!r}; choose fast or reference")
+    if engine not in ENGINE_NAMES:
+        raise ValueError(f"dualfocus: unknown engine {engine!r}; choose one of {ENGINE_NAMES}")
     device = resolve_device(device)
     tokenizer, model, image_processor, _ = load_pretrained_model(
         pretrained, model_base, None, device="cuda" if device == "auto" else device,
         device_map="auto" if device == "auto" else None, torch_dtype=dtype)
-    if engine == "fast":
-        from dualfocus.engine.fast import FastEngine as engine_class
-    else:
-        from dualfocus.engine.reference import ReferenceEngine as engine_class
-    return engine_class(model, tokenizer, image_processor)
+    return build_engine(engine, model, tokenizer, image_processor)

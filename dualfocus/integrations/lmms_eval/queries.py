@@ -62,7 +62,7 @@ def context_query(context: str, question_id) -> tuple[FocusQuery, Protocol]:
 
 def document_query(protocol_name: str, doc: Mapping) -> tuple[FocusQuery, Protocol]:
     """A document in a benchmark's official format, read by that benchmark's adapter."""
-    from dualfocus.eval.benchmarks import get_benchmark
+    from dualfocus.benchmarks import get_benchmark
 
     bench = get_benchmark(protocol_name)
     return bench.to_query(doc), bench.protocol

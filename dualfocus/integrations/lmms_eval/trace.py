@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 
-from dualfocus.eval.benchmarks import jsonable
+from dualfocus.benchmarks import jsonable
 
 
 def rank_path(path: str, rank: int, world_size: int) -> str:

@@ -1,5 +1,5 @@
 """The task configs' functions: documents in the benchmarks' official formats, read and scored by
-the project's benchmark adapters (`dualfocus.eval.benchmarks`), as our runner reads and scores them.
+the project's benchmark adapters (`dualfocus.benchmarks`), as our runner reads and scores them.
 
 Data come from LLaVA's layout under the working directory (``playground/data/eval``, see
 playground/data/eval/README.md): the YAMLs name the question files, and these functions find the
@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import os
 
-from dualfocus.eval.benchmarks import get_benchmark, score_answer
+from dualfocus.benchmarks import get_benchmark, score_answer
 
 DATA_ROOT = "playground/data/eval"
 ZOOM_ROOT = "playground/zoom"

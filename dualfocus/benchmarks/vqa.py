@@ -7,7 +7,7 @@ present, is the gold answer for the run summary.
 
 from __future__ import annotations
 
-from dualfocus.eval.benchmarks import Benchmark
+from dualfocus.benchmarks import Benchmark
 
 
 class VQABenchmark(Benchmark):

@@ -167,11 +167,11 @@ def get_benchmark(name: str, **options) -> Benchmark:
 
     ``options``: MMBench's ``all_rounds``, ``single_pred_prompt``, ``lang``.
     """
-    from dualfocus.eval.benchmarks.gqa import GQABenchmark
-    from dualfocus.eval.benchmarks.mmbench import MMBenchBenchmark
-    from dualfocus.eval.benchmarks.seed import SeedBenchmark
-    from dualfocus.eval.benchmarks.textvqa import TextVQABenchmark
-    from dualfocus.eval.benchmarks.vqa import VQABenchmark
+    from dualfocus.benchmarks.gqa import GQABenchmark
+    from dualfocus.benchmarks.mmbench import MMBenchBenchmark
+    from dualfocus.benchmarks.seed import SeedBenchmark
+    from dualfocus.benchmarks.textvqa import TextVQABenchmark
+    from dualfocus.benchmarks.vqa import VQABenchmark
 
     classes = {c.name: c for c in (SeedBenchmark, MMBenchBenchmark, GQABenchmark, TextVQABenchmark, VQABenchmark)}
     if name not in classes:

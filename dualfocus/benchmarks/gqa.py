@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from dualfocus.eval.benchmarks import Benchmark, Gold
+from dualfocus.benchmarks import Benchmark, Gold
 from dualfocus.focus.protocols import FocusQuery
 
 

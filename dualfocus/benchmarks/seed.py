@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dualfocus.eval.benchmarks import Benchmark, Gold
+from dualfocus.benchmarks import Benchmark, Gold
 from dualfocus.focus.protocols import FocusQuery
 
 

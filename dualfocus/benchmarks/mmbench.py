@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from dualfocus.eval.benchmarks import Benchmark, jsonable, option_texts
+from dualfocus.benchmarks import Benchmark, jsonable, option_texts
 from dualfocus.focus.protocols import FocusQuery, mmbench_rotations
 
 
