@@ -21,6 +21,12 @@ class EvalRunError(Exception):
     """A cause that stops a whole command (not one question): the CLI prints it as one line."""
 
 
+def one_line(error: BaseException, limit: int = 400) -> str:
+    """An exception's message on one line (transformers' errors span several), at most `limit` chars."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class DiskFullError(EvalRunError):
     """No space left while writing an output."""
 
