@@ -63,9 +63,10 @@ def umask_mode(base: int = 0o666) -> int:
     return base & ~mask
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write `text` to `path` all or nothing; the file's mode follows the umask (not mkstemp's 0600)."""
-    write_chunks_atomic(path, [text])
+def write_atomic(path: str, text: str, make_folder: bool = True) -> None:
+    """Write `text` to `path` all or nothing; the file's mode follows the umask (not mkstemp's 0600).
+    `make_folder` False: a missing folder is a FileNotFoundError (the user named a wrong one)."""
+    write_chunks_atomic(path, [text], make_folder=make_folder)
 
 
 def write_lines_atomic(path: str, records: Iterable[Mapping]) -> None:
@@ -94,10 +95,13 @@ def remove_stale_temps(path: str) -> list[str]:
     return stale
 
 
-def write_chunks_atomic(path: str, chunks: Iterable[str | bytes], binary: bool = False) -> None:
+def write_chunks_atomic(path: str, chunks: Iterable[str | bytes], binary: bool = False,
+                        make_folder: bool = True) -> None:
+    """The one atomic writer: a temporary file beside `path`, fsynced, moved into place."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
-        os.makedirs(folder, exist_ok=True)
+        if make_folder:
+            os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=os.path.splitext(path)[1], dir=folder)
     except OSError as e:
         raise (disk_full(path, e) if is_disk_full(e) else e) from e

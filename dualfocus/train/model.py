@@ -15,14 +15,9 @@ import torch
 from accelerate import init_empty_weights
 from transformers import CLIPVisionModel
 
-from dualfocus.model.builder import (
-    CONFIG_META_KEYS,
-    load_pretrained_model,
-    resolve_path,
-    vision_config,
-    vision_tower_dir,
-)
-from dualfocus.model.checkpoint_io import load_state_dict, weight_files
+from dualfocus.model.builder import load_pretrained_model, vision_config, vision_tower_dir
+from dualfocus.model.checkpoint_io import CONFIG_META_KEYS, load_state_dict, weight_files
+from dualfocus.model.hub import resolve_path
 from dualfocus.model.image_processor import load_clip_processor
 from dualfocus.model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
 from dualfocus.model.tokenizer import load_tokenizer
