@@ -23,7 +23,6 @@ line that is not a JSON answer record (an object with a `question_id`) is corrup
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -35,6 +34,7 @@ from dualfocus.eval.files import (
     disk_full,
     dumps_line,
     is_disk_full,
+    read_json_lines,
     remove_stale_temps,
     write_lines_atomic,
 )
@@ -180,16 +180,12 @@ def read_answers(path: str) -> AnswerFile:
     with open(path, encoding="utf-8", newline="") as f:
         whole, newline, partial = f.read().rpartition("\n")
     lines = whole.split("\n") if newline else []
-    records = [_answer_line(path, n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    records = [_answer_record(path, n, value) for n, value in read_json_lines(lines, lambda n, e: AnswerFileError(
+        f"{path}:{n}: corrupt answer line ({e.msg}); move the file away or fix it before resuming"))]
     return AnswerFile(path, records, partial, len(lines) + 1 if partial else 0)
 
 
-def _answer_line(path: str, lineno: int, line: str) -> dict:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise AnswerFileError(f"{path}:{lineno}: corrupt answer line ({e.msg}); move the file away or fix it "
-                              "before resuming") from e
+def _answer_record(path: str, lineno: int, record) -> dict:
     if not isinstance(record, dict) or "question_id" not in record:
         raise AnswerFileError(f"{path}:{lineno}: not an answer record (no question_id)")
     return record

@@ -1,4 +1,4 @@
-"""How the eval commands write files: one JSON line per record, whole files atomically (a temporary
+"""How the eval commands read and write files: JSON lines (one loop, `read_json_lines`), one JSON line per record, whole files atomically (a temporary
 file beside the target, fsynced, moved into place) with the umask's mode, a full disk as one clear
 error, and an exclusive lock that says who holds it.
 
@@ -14,7 +14,8 @@ import json
 import os
 import socket
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 
 class EvalRunError(Exception):
@@ -54,6 +55,19 @@ def dumps_line(record: Mapping) -> str:
     except UnicodeEncodeError:
         line = json.dumps(record, ensure_ascii=True)
     return line + "\n"
+
+
+def read_json_lines(lines: Iterable[str], fail: Callable[[int, json.JSONDecodeError], Exception]) -> list[tuple[int, Any]]:
+    """(line number, value) of each non-blank JSON line; a line that is not JSON raises `fail(lineno, error)`:
+    the one JSONL loop, each caller naming its file and what to do in its own words."""
+    values = []
+    for lineno, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                values.append((lineno, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise fail(lineno, e) from e
+    return values
 
 
 def umask_mode(base: int = 0o666) -> int:

@@ -35,7 +35,8 @@ from dualfocus import boxes
 from dualfocus.constants import DEFAULT_IMAGE_TOKEN
 from dualfocus.eval.files import DiskFullError, write_atomic
 from dualfocus.focus.protocols import BOX_REQUEST, COMBINE
-from dualfocus.train.data import MAX_LISTED, DataError, load_records, normalized_sub_area, resolve_units
+from dualfocus.train.data import MAX_LISTED, DataError, load_records
+from dualfocus.train.sub_area import normalized_sub_area, resolve_units
 
 
 def box_turn(question: str) -> str:
