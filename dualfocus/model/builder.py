@@ -61,7 +61,8 @@ def load_pretrained_model(
     """Load a LLaVA-1.5 / DualFocus checkpoint; returns (tokenizer, model, image_processor, context_len).
 
     `model_name` is accepted for LLaVA compatibility and ignored: the layout is read from the files.
-    A checkpoint's own Python code (`auto_map`) is never run: there is no trust_remote_code.
+    A checkpoint's own Python code (`auto_map`) is never run: trust_remote_code=True is refused, as is
+    any other option this loader does not use.
     dtype: fp16 on GPU, fp32 on CPU unless `torch_dtype` says otherwise. Attention: sdpa, or
     flash_attention_2 (`use_flash_attn=True`, needs flash-attn), or eager.
     """
@@ -148,8 +149,7 @@ def vision_config(tower: str | None, checkpoint_dir: Path) -> CLIPVisionConfig:
     if not (tower_dir / "config.json").is_file():
         raise CheckpointError(f"vision tower {tower_dir} (mm_vision_tower in {checkpoint_dir / 'config.json'}): "
                               "missing config.json; copy the CLIP tower's config.json into that folder")
-    # A concrete class never runs a checkpoint's code; False says so to any future transformers.
-    return CLIPVisionConfig.from_pretrained(str(tower_dir), trust_remote_code=False)
+    return CLIPVisionConfig.from_pretrained(str(tower_dir))  # a concrete class: never a checkpoint's code
 
 
 def vision_tower_dir(tower: str | None, checkpoint_dir: Path) -> Path:
@@ -301,10 +301,14 @@ def _merge_lora(model: LlavaLlamaForCausalLM, path: Path) -> LlavaLlamaForCausal
 
 # -- options --------------------------------------------------------------------------------------
 def _refuse_remote_code(kwargs: dict) -> None:
-    """LLaVA's callers pass extra options; trust_remote_code=True must not be dropped silently."""
+    """LLaVA's signature ends in ``**kwargs``; none is used here, so none may pass unnoticed:
+    trust_remote_code=True (there is no remote code to trust) and any unknown option fail."""
     if kwargs.get("trust_remote_code"):
         raise ValueError("trust_remote_code=True: dualfocus builds its own LLaVA model and never runs a "
                          "checkpoint's code; drop the option")
+    unknown = sorted(k for k in kwargs if k != "trust_remote_code")
+    if unknown:
+        raise TypeError(f"load_pretrained_model got unknown option(s) {', '.join(unknown)}")
 
 
 def _add_image_tokens(model, tokenizer) -> None:

@@ -141,7 +141,7 @@ def _assign(model: torch.nn.Module, state: dict) -> None:
 
 def load_hf_checkpoint(path: Path, dtype: torch.dtype):
     """A llava-hf directory -> (our model, tokenizer, image processor). Never runs the checkpoint's code."""
-    hf = LlavaForConditionalGeneration.from_pretrained(str(path), dtype=dtype, trust_remote_code=False)
+    hf = LlavaForConditionalGeneration.from_pretrained(str(path), dtype=dtype)
     model = hf_to_original(hf)
     # The one LLaVA tokenizer loader: ids as transformers 4.31 made them under the checkpoint's own
     # `legacy` flag (llava-hf ships `false`), added tokens at their saved ids; never remote code.
