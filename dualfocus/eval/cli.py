@@ -38,7 +38,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 def build_parser(benchmark: str | None, description: str | None = None, chosen: str | None = None):
     """LLaVA's flags (names and spelling kept), plus DualFocus's, plus `benchmark`'s own (MMBench's three);
     `benchmark` None: a ``--benchmark`` flag, with the flags of `chosen` added."""
-    parser = argparse.ArgumentParser(description=description or runner.run_eval.__doc__, epilog=EPILOG,
+    what = runner.run_eval.__doc__.split("\n    Arguments:")[0]  # the API's arguments are not the CLI's
+    parser = argparse.ArgumentParser(description=description or what, epilog=EPILOG,
                                      formatter_class=_HelpFormatter)
     if benchmark is None:
         parser.add_argument("--benchmark", default=DEFAULT_BENCHMARK, choices=BENCHMARK_NAMES,

@@ -31,6 +31,7 @@ from dualfocus.eval.answers import (  # noqa: F401 - re-exported: the runner's p
     AnswerWriter,
     answer_record,
     match_records,
+    question_key,
     read_answer_file,
     repair_last_line,
 )
@@ -61,7 +62,7 @@ class Question:
 
 def read_question(benchmark: Benchmark, row: dict) -> Question:
     qid = benchmark.question_id(row)
-    question = Question(row, (str(qid), benchmark.round_id(row)))
+    question = Question(row, question_key(qid, benchmark.round_id(row)))
     try:
         question.query = benchmark.to_query(row)
     except RecordError as e:
@@ -209,9 +210,12 @@ def run_eval(benchmark: str, *args, **options) -> dict:
     off; one runner at a time may write an answer file. The model is loaded once, before the first
     question: a checkpoint that cannot load stops the run (exit status 1). A question whose image or
     row is bad, or that makes the pipeline fail, becomes an answer line with an "error" field and
-    the run goes on, unless --max-consecutive-errors questions in a row fail (0: never stop). The summary (counts, errors,
-    fallback rate, and with known answers the macro / micro / final / oracle accuracy read from
-    the trace in each record's metadata) is printed and returned.
+    the run goes on, unless --max-consecutive-errors questions in a row fail (0: never stop). The
+    summary (counts, errors, fallback rate, and with known answers the macro / micro / final /
+    oracle accuracy read from the trace in each record's metadata) is printed and returned.
+
+    Arguments: `EvalConfig`'s fields (model_path, question_file, answers_file may be positional),
+    then the benchmark's own options (MMBench: all_rounds, single_pred_prompt, lang).
     """
     config, benchmark_options = split_options(args, options)  # EvalConfig's fields; the rest: the benchmark's
     bench = get_benchmark(benchmark, **benchmark_options)
