@@ -148,7 +148,8 @@ def train_focus_checkpoint(out_dir: str | Path, tokenizer_dir: str | Path, steps
     Runs on one CPU thread: the same summation order, so the same weights, on any machine (and
     on a busy 2-core box it is no slower than two threads).
     """
-    from dualfocus.model.builder import load_pretrained_model, save_original_checkpoint
+    from dualfocus.model.builder import load_pretrained_model
+    from dualfocus.model.checkpoint_writer import save_original_checkpoint
     from dualfocus.tiny.checkpoint import build_tiny_checkpoint
 
     out = build_tiny_checkpoint(out_dir, spec=SPEC, seed=seed, tokenizer_dir=tokenizer_dir)

@@ -357,6 +357,8 @@ def test_trust_remote_code_true_is_refused_not_ignored(tiny_checkpoint):
     with pytest.raises(ValueError, match=r"trust_remote_code=True: dualfocus builds its own LLaVA model and never "
                                          r"runs a checkpoint's code; drop the option"):
         load(tiny_checkpoint, trust_remote_code=True)
+    with pytest.raises(TypeError, match=r"load_pretrained_model got unknown option\(s\) cache_dir, revision"):
+        load(tiny_checkpoint, revision="main", cache_dir="/tmp")
 
 
 def test_index_naming_a_missing_shard(tmp_path, tiny_tokenizer_dir):

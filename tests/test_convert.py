@@ -14,7 +14,8 @@ from dualfocus.constants import IMAGE_TOKEN_INDEX
 from dualfocus.mm_utils import tokenizer_image_token
 from dualfocus.model.builder import detect_layout, load_pretrained_model
 from dualfocus.model.checkpoint_io import load_state_dict, weight_files
-from dualfocus.model.convert import _LLAVA_FIELDS, main, original_to_hf
+from dualfocus.model.convert import main, original_to_hf
+from dualfocus.model.hf_layout import _LLAVA_FIELDS
 from dualfocus.tiny.checkpoint import TinySpec, build_tiny_checkpoint, tiny_llava
 
 IDS = [1, 10, 20, IMAGE_TOKEN_INDEX, 30, 40, 50]

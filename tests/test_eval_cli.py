@@ -255,3 +255,40 @@ def test_a_second_runner_on_an_answer_file_exits_naming_the_holder(tiny_checkpoi
         run_cli("model_vqa_seed", args, monkeypatch)
     assert f"is being written by pid {os.getpid()} on " in e.value.code
     assert not out.exists() or out.read_text() == ""
+
+
+def test_every_multi_word_flag_takes_both_spellings_and_the_help_shows_llavas():
+    """The parser is built from EvalConfig: each field's default is the config's, both spellings parse."""
+    from dataclasses import MISSING, fields
+
+    from dualfocus.benchmarks import BENCHMARK_NAMES
+    from dualfocus.engine import ENGINE_NAMES
+    from dualfocus.eval.cli import build_parser
+    from dualfocus.eval.config import EvalConfig, MMBenchOptions
+
+    required = ["--model-path", "m", "--question-file", "q", "--answers-file", "a"]
+    parser = build_parser("mmbench")
+    defaults = vars(parser.parse_args(required))
+    for f in [*fields(EvalConfig), *fields(MMBenchOptions)]:
+        if f.default is not MISSING:
+            assert defaults[f.name] == f.default, f.name
+    dashed = vars(parser.parse_args([*required, "--max-new-tokens", "7", "--top-p", "0.5", "--num-beams", "1",
+                                     "--chunk_idx", "1", "--num_chunks", "2", "--all_rounds", "--no-progress"]))
+    underscored = vars(parser.parse_args([*required, "--max_new_tokens", "7", "--top_p", "0.5", "--num_beams", "1",
+                                          "--chunk-idx", "1", "--num-chunks", "2", "--all-rounds", "--no_progress"]))
+    assert dashed == underscored and dashed["max_new_tokens"] == 7 and dashed["top_p"] == 0.5
+    assert dashed["all_rounds"] is True and dashed["progress"] is False and dashed["chunk_idx"] == 1
+    text = parser.format_help()
+    assert "--max_new_tokens" in text and "--max-new-tokens MAX" not in text and "--model-path" in text
+    generic = build_parser(None)
+    choices = {a.dest: a.choices for a in generic._actions}
+    assert tuple(choices["benchmark"]) == BENCHMARK_NAMES and tuple(choices["engine"]) == ENGINE_NAMES
+    assert "all_rounds" not in choices and "all_rounds" in {a.dest for a in build_parser(None, chosen="mmbench")._actions}
+
+
+def test_run_eval_takes_the_configs_fields_and_passes_the_rest_to_the_benchmark():
+    from dualfocus.eval.config import EvalConfig, split_options
+
+    config, rest = split_options(("m", "q", "a"), {"max_new_tokens": 9, "all_rounds": True})
+    assert config == EvalConfig("m", "q", "a", max_new_tokens=9) and rest == {"all_rounds": True}
+    assert config.focus_config().max_new_tokens == 9

@@ -416,7 +416,8 @@ def test_a_model_that_cannot_load_stops_the_run_before_the_first_question(tmp_pa
 
 def test_lazy_pipeline_loads_once_and_a_failure_is_fatal(tmp_path, monkeypatch):
     import dualfocus.model.builder as builder
-    from dualfocus.eval import runner
+    from dualfocus.eval.config import EvalConfig
+    from dualfocus.eval.lazy_model import LazyPipeline
 
     calls = []
 
@@ -425,7 +426,7 @@ def test_lazy_pipeline_loads_once_and_a_failure_is_fatal(tmp_path, monkeypatch):
         raise RuntimeError("size mismatch for lm_head.weight:\n  copying a param of shape [4, 8]")
 
     monkeypatch.setattr(builder, "load_pretrained_model", broken)
-    pipe = runner._LazyPipeline(get_benchmark("seed"), "/ckpt/x", None, "fast", "cpu", None, {})
+    pipe = LazyPipeline(get_benchmark("seed").protocol, EvalConfig("/ckpt/x", "q.jsonl", "a.jsonl", device="cpu"))
     bench, rows = seed_rows()
     with pytest.raises(ModelLoadError, match=r"cannot load the checkpoint /ckpt/x: RuntimeError: size mismatch "
                                              r"for lm_head.weight: copying a param of shape \[4, 8\]; check"):
@@ -587,3 +588,38 @@ def test_temporary_files_a_killed_rewrite_left_are_removed_and_only_those(tmp_pa
     with AnswerWriter(str(out)) as writer:
         assert [r["question_id"] for r in writer.existing] == [1]
     assert not mine.exists() and other.exists()
+
+
+# -- one policy for a half-written last line, seen by every reader -----------------------------------
+def test_a_half_written_last_line_is_never_a_record_for_the_writer_merge_and_the_reader(tmp_path, capsys):
+    """The bytes after the last newline are not a record, even when they parse as JSON (the newline
+    was never written): the writer cuts them, merge drops and reports them, the reader fails."""
+    from dualfocus.eval.answers import AnswerFileError, read_answers
+
+    whole, tail = json.dumps({"question_id": 1}) + "\n", json.dumps({"question_id": 2})  # valid JSON, no newline
+    path = tmp_path / "1_0.jsonl"
+    path.write_text(whole + tail)
+    shard = read_answers(str(path))
+    assert [r["question_id"] for r in shard.records] == [1] and shard.partial == tail and shard.partial_lineno == 2
+    with pytest.raises(AnswerFileError, match=r"1_0.jsonl:2: half-written last line"):
+        read_answer_file(str(path))
+    assert [r["question_id"] for r in merge.read_answers(str(path))] == [1]
+    assert "1_0.jsonl:2: dropped a half-written last line" in capsys.readouterr().out
+    with pytest.raises(merge.MergeError, match=r"1_0.jsonl:2: half-written last line \(a killed run\)"):
+        merge.read_answers(str(path), cut_ok=False)
+    with AnswerWriter(str(path)) as writer:
+        assert [r["question_id"] for r in writer.existing] == [1] and writer.repaired == len(tail)
+    assert path.read_text() == whole
+
+
+def test_a_corrupt_whole_line_fails_every_reader(tmp_path):
+    from dualfocus.eval.answers import AnswerFileError
+
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"question_id": 1}\n{"no_id": 2}\n{"question_id": 3}\n')
+    with pytest.raises(AnswerFileError, match=r"a.jsonl:2: not an answer record \(no question_id\)"):
+        read_answer_file(str(path))
+    with pytest.raises(merge.MergeError, match=r"a.jsonl:2: not an answer record"):
+        merge.read_answers(str(path))
+    with pytest.raises(AnswerFileError, match=r"a.jsonl:2"):
+        AnswerWriter(str(path))

@@ -1,4 +1,4 @@
-"""How the eval commands write files: one JSON line per record, whole files atomically (a temporary
+"""How the eval commands read and write files: JSON lines (one loop, `read_json_lines`), one JSON line per record, whole files atomically (a temporary
 file beside the target, fsynced, moved into place) with the umask's mode, a full disk as one clear
 error, and an exclusive lock that says who holds it.
 
@@ -14,11 +14,18 @@ import json
 import os
 import socket
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 
 class EvalRunError(Exception):
     """A cause that stops a whole command (not one question): the CLI prints it as one line."""
+
+
+def one_line(error: BaseException, limit: int = 400) -> str:
+    """An exception's message on one line (transformers' errors span several), at most `limit` chars."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class DiskFullError(EvalRunError):
@@ -50,6 +57,19 @@ def dumps_line(record: Mapping) -> str:
     return line + "\n"
 
 
+def read_json_lines(lines: Iterable[str], fail: Callable[[int, json.JSONDecodeError], Exception]) -> list[tuple[int, Any]]:
+    """(line number, value) of each non-blank JSON line; a line that is not JSON raises `fail(lineno, error)`:
+    the one JSONL loop, each caller naming its file and what to do in its own words."""
+    values = []
+    for lineno, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                values.append((lineno, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise fail(lineno, e) from e
+    return values
+
+
 def umask_mode(base: int = 0o666) -> int:
     """The mode `open()` would give a new file: `base` less the process umask."""
     mask = os.umask(0)
@@ -57,9 +77,10 @@ def umask_mode(base: int = 0o666) -> int:
     return base & ~mask
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write `text` to `path` all or nothing; the file's mode follows the umask (not mkstemp's 0600)."""
-    write_chunks_atomic(path, [text])
+def write_atomic(path: str, text: str, make_folder: bool = True) -> None:
+    """Write `text` to `path` all or nothing; the file's mode follows the umask (not mkstemp's 0600).
+    `make_folder` False: a missing folder is a FileNotFoundError (the user named a wrong one)."""
+    write_chunks_atomic(path, [text], make_folder=make_folder)
 
 
 def write_lines_atomic(path: str, records: Iterable[Mapping]) -> None:
@@ -88,10 +109,13 @@ def remove_stale_temps(path: str) -> list[str]:
     return stale
 
 
-def write_chunks_atomic(path: str, chunks: Iterable[str | bytes], binary: bool = False) -> None:
+def write_chunks_atomic(path: str, chunks: Iterable[str | bytes], binary: bool = False,
+                        make_folder: bool = True) -> None:
+    """The one atomic writer: a temporary file beside `path`, fsynced, moved into place."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
-        os.makedirs(folder, exist_ok=True)
+        if make_folder:
+            os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=os.path.splitext(path)[1], dir=folder)
     except OSError as e:
         raise (disk_full(path, e) if is_disk_full(e) else e) from e

@@ -3,9 +3,10 @@
     python -m dualfocus.eval.merge --inputs 'answers/ckpt/8_*.jsonl' --output answers/ckpt/merge.jsonl \
         [--question-file questions.jsonl | mmbench.tsv | seed.json]
 
-- A shard's last line that is not valid JSON (a run killed mid-write) is dropped and reported when a
-  question file checks what is missing; without one it fails (the lost answer would go unnoticed).
-  An invalid line anywhere else is corruption and fails.
+- A shard's half-written last line (the bytes after its last newline: a run killed mid-write; the
+  policy of `dualfocus.eval.answers`) is dropped and reported when a question file checks what is
+  missing; without one it fails (the lost answer would go unnoticed). An invalid line anywhere else
+  is corruption and fails.
 - Fails (exit status 1, listing the ids) when a question id is answered more often than the
   question file asks it (once, without a question file), when a question file id has no answer,
   or when an answer's id is not in the question file; without a question file, when shards named
@@ -29,8 +30,9 @@ import sys
 from collections import Counter
 from collections.abc import Iterable
 
+from dualfocus.eval import answers
+from dualfocus.eval.answers import answer_key, question_key
 from dualfocus.eval.files import EvalRunError, write_lines_atomic
-from dualfocus.eval.scoring_common import qid_key
 
 
 class MergeError(Exception):
@@ -38,31 +40,20 @@ class MergeError(Exception):
 
 
 def read_answers(path: str, report=print, cut_ok: bool = True) -> list[dict]:
-    """Answer records of one shard; a half-written last line is dropped and reported (`cut_ok`),
-    or fails."""
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
-    records = []
-    for k, (lineno, line) in enumerate(numbered):
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict) or "question_id" not in record:
-                raise ValueError("not an answer record (no question_id)")
-        except ValueError as e:  # json.JSONDecodeError is a ValueError
-            if k == len(numbered) - 1 and not cut_ok:
-                raise MergeError(f"{path}:{lineno}: half-written last line (a killed run): rerun that shard to "
-                                 "finish it, or merge with --question-file to check what is missing") from e
-            if k == len(numbered) - 1:
-                report(f"{path}:{lineno}: dropped a half-written last line ({len(line)} chars: {line[:60]!r}...)")
-                break
-            raise MergeError(f"{path}:{lineno}: corrupt answer line in the middle of the shard: {e}") from e
-        records.append(record)
-    return records
-
-
-def _answer_key(record: dict) -> tuple[str, int]:
-    return qid_key(record["question_id"]), int(record.get("round_id") or 0)
+    """Answer records of one shard, read by `dualfocus.eval.answers.read_answers` (its policy: the
+    bytes after the last newline are a half-written line, never a record); that line is dropped and
+    reported (`cut_ok`), or fails. A corrupt line anywhere else fails."""
+    try:
+        shard = answers.read_answers(path)
+    except answers.AnswerFileError as e:
+        raise MergeError(f"{e} (in the middle of the shard)") from e
+    if shard.partial and not cut_ok:
+        raise MergeError(f"{path}:{shard.partial_lineno}: half-written last line (a killed run): rerun that shard "
+                         "to finish it, or merge with --question-file to check what is missing")
+    if shard.partial:
+        report(f"{path}:{shard.partial_lineno}: dropped a half-written last line ({len(shard.partial)} chars: "
+               f"{shard.partial[:60]!r}...)")
+    return shard.records
 
 
 def _list_ids(ids: Iterable[str], limit: int = 50) -> str:
@@ -79,9 +70,9 @@ def merge_answers(paths: list[str], expected_ids: Iterable | None = None, report
     one more answer); or `expected`: (id, round) -> how many answers (`expected_keys`). Neither:
     duplicates only, and a half-written last line fails."""
     if expected is None and expected_ids is not None:
-        expected = Counter((qid_key(q), 0) for q in expected_ids)
+        expected = Counter(question_key(q) for q in expected_ids)
     records = [r for path in paths for r in read_answers(path, report=report, cut_ok=expected is not None)]
-    problems = merge_problems(Counter(_answer_key(r) for r in records), expected)
+    problems = merge_problems(Counter(answer_key(r) for r in records), expected)
     if problems:
         raise MergeError("cannot merge " + ", ".join(paths) + ":\n  " + "\n  ".join(problems))
     return records
@@ -120,8 +111,8 @@ def expected_keys(path: str, all_rounds: bool = False) -> Counter:
         from dualfocus.benchmarks import get_benchmark
 
         bench = get_benchmark("mmbench", all_rounds=True)
-        return Counter((qid_key(r["index"]), int(r["round_id"])) for r in bench.expand(bench.read_questions(path)))
-    return Counter((qid_key(q), 0) for q in read_question_ids(path))
+        return Counter(question_key(r["index"], r["round_id"]) for r in bench.expand(bench.read_questions(path)))
+    return Counter(question_key(q) for q in read_question_ids(path))
 
 
 def missing_shards(paths: list[str]) -> list[str]:
@@ -163,9 +154,7 @@ def _question_id(path: str, k: int, row: dict):
     return row["question_id"]
 
 
-def write_jsonl_atomic(path: str, records: Iterable[dict]) -> None:
-    """Records as jsonl, all or nothing (`dualfocus.eval.files.write_lines_atomic`)."""
-    write_lines_atomic(path, records)
+write_jsonl_atomic = write_lines_atomic  # the name merge's callers know; one atomic writer (files.py)
 
 
 def expand_inputs(patterns: list[str]) -> list[str]:
@@ -213,7 +202,7 @@ def merge_checked(paths: list[str], question_file: str | None) -> list[dict]:
                              "started?); rerun it, or give --question-file to check the answers instead")
         return merge_answers(paths)
     records = [r for path in paths for r in read_answers(path, report=lambda m: None)]  # peek: rounds asked?
-    all_rounds = any(int(r.get("round_id") or 0) > 0 for r in records)
+    all_rounds = any(answer_key(r)[1] > 0 for r in records)
     return merge_answers(paths, expected=expected_keys(question_file, all_rounds))
 
 

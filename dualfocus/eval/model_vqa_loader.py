@@ -9,7 +9,7 @@ LLaVA's, see `dualfocus.eval.runner.run_eval` (the help text) for sharding, resu
 
 import sys
 
-from dualfocus.eval.runner import main
+from dualfocus.eval.cli import main
 
 if __name__ == "__main__":
     main(None, sys.argv[1:])

@@ -7,7 +7,7 @@ Flags as LLaVA's; see `dualfocus.eval.runner.run_eval` (the help text) for shard
 
 import sys
 
-from dualfocus.eval.runner import main
+from dualfocus.eval.cli import main
 
 if __name__ == "__main__":
     main("mmbench", sys.argv[1:])

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
-from dualfocus.eval.files import EvalRunError, write_atomic
+from dualfocus.eval.files import EvalRunError, read_json_lines, write_atomic
 
 
 @dataclass
@@ -84,16 +84,8 @@ def read_jsonl(path: str, problem: str = "not a JSON line",
                hint: str = "merge shards with `python -m dualfocus.eval.merge` first") -> list:
     """Strict jsonl reader (use dualfocus.eval.merge.read_answers for raw shards): a line that is not
     JSON is a ValueError naming the line, the ``problem`` and what to do (``hint``)."""
-    records = []
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: {problem} ({e.msg}); {hint}") from e
-    return records
+        return [value for _, value in read_json_lines(f, lambda n, e: ValueError(f"{path}:{n}: {problem} ({e.msg}); {hint}"))]
 
 
 _LETTER_ONLY = re.compile(r"^\(?([A-Z])\)?[.:]?$")

@@ -10,8 +10,6 @@ Names of the model or the path are never consulted.
 
 from __future__ import annotations
 
-import difflib
-import importlib.util
 import json
 import logging
 import os
@@ -22,27 +20,27 @@ import torch
 from accelerate import init_empty_weights
 from transformers import CLIPVisionConfig
 
+from dualfocus.model import runtime
 from dualfocus.model import tokenizer as tokenizer_io
 from dualfocus.model.checkpoint_io import (
+    CONFIG_META_KEYS,
+    TOWER_PREFIX,
     CheckpointError,
     confined,
     load_state_dict,
-    save_state_dict,
     weight_files,
 )
+from dualfocus.model.hf_layout import load_hf_checkpoint
+from dualfocus.model.hub import is_hub_id, resolve_path
 from dualfocus.model.image_processor import PREPROCESSOR_CONFIG, load_clip_processor
 from dualfocus.model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
 
 log = logging.getLogger(__name__)
 
-TOWER_PREFIX = "model.vision_tower.vision_tower."
 # Keys some LLaVA checkpoints carry that no current module owns (recomputed at init).
 _IGNORED_KEYS = re.compile(r"rotary_emb\.inv_freq$|position_ids$")
 # model_type values of LLaVA checkpoints (the release, LLaVA's code, llava-hf; old ones say llama).
 KNOWN_MODEL_TYPES = ("llava", "llava_llama", "llama")
-# Config keys that describe the file rather than the model.
-CONFIG_META_KEYS = ("model_type", "architectures", "transformers_version", "auto_map", "_name_or_path", "torch_dtype",
-                    "dtype")
 
 
 # -- public API ---------------------------------------------------------------------------------
@@ -63,23 +61,22 @@ def load_pretrained_model(
     """Load a LLaVA-1.5 / DualFocus checkpoint; returns (tokenizer, model, image_processor, context_len).
 
     `model_name` is accepted for LLaVA compatibility and ignored: the layout is read from the files.
-    A checkpoint's own Python code (`auto_map`) is never run: there is no trust_remote_code.
+    A checkpoint's own Python code (`auto_map`) is never run: trust_remote_code=True is refused, as is
+    any other option this loader does not use.
     dtype: fp16 on GPU, fp32 on CPU unless `torch_dtype` says otherwise. Attention: sdpa, or
     flash_attention_2 (`use_flash_attn=True`, needs flash-attn), or eager.
     """
     del model_name  # accepted for LLaVA's signature; the layout decides
     _refuse_remote_code(kwargs)
-    device = _resolve_device(device)
-    dtype = _resolve_dtype(torch_dtype, device)
-    attn = _resolve_attention(attn_implementation, use_flash_attn)
+    device = runtime.resolve_device(device)
+    dtype = runtime.resolve_dtype(torch_dtype, device)
+    attn = runtime.resolve_attention(attn_implementation, use_flash_attn)
     if load_4bit or load_8bit:
-        _require_bitsandbytes(device)
+        runtime.require_bitsandbytes(device)
     path = resolve_path(model_path)
     layout = detect_layout(path, model_base)
     log.info("loading %s as a %s checkpoint", path, layout)
     if layout == "hf":
-        from dualfocus.model.convert import load_hf_checkpoint
-
         model, tokenizer, image_processor = load_hf_checkpoint(path, dtype=dtype)
     else:
         base = resolve_path(model_base) if model_base else None
@@ -90,53 +87,11 @@ def load_pretrained_model(
     model.model.vision_tower.vision_tower.config._attn_implementation = "eager" if attn == "eager" else "sdpa"
     _add_image_tokens(model, tokenizer)
     if load_4bit or load_8bit:
-        model = _quantize(model, load_4bit, dtype)
-    model = _place(model, device, device_map)
+        model = runtime.quantize(model, load_4bit, dtype)
+    model = runtime.place(model, device, device_map)
     model.eval()
     context_len = getattr(model.config, "max_sequence_length", None) or 2048
     return tokenizer, model, image_processor, context_len
-
-
-def resolve_path(model_path: str) -> Path:
-    """A local directory, or a hub id resolved the usual way (needs network and huggingface_hub).
-
-    A path-like argument (see `_path_like`) never goes to the hub: if missing, it is a missing directory.
-    """
-    p = Path(os.path.expanduser(model_path))
-    if p.is_dir():
-        return p
-    if p.exists():
-        raise CheckpointError(f"{p}: is a file; a checkpoint is a directory")
-    if _path_like(model_path) or not _looks_like_hub_id(model_path):
-        raise FileNotFoundError(f"checkpoint directory {model_path} does not exist{_nearest_hint(p)}; check the path")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(model_path))
-    except Exception as e:  # noqa: BLE001 - hub errors vary; the message says which id failed
-        cause = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{model_path}: no local directory of that name, and the Hugging Face hub could not "
-                              f"provide it as a model id ({cause}); check the path, or the id and the network") from e
-
-
-def _path_like(name: str) -> bool:
-    """By shape (./x, ~/x, /x, x/, a/b/c) or because its first folder exists here (a/b with a/ here)."""
-    name = name.replace(os.sep, "/")
-    if name.startswith((".", "~", "/")) or name.endswith("/") or name.count("/") > 1:
-        return True
-    return "/" in name and Path(name.split("/")[0]).is_dir()
-
-
-def _nearest_hint(p: Path) -> str:
-    """' (<folder> has no <name>; did you mean <close name>?)' from the deepest existing folder above `p`."""
-    parent = p.parent
-    while not parent.is_dir() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        return ""
-    wanted = p.parts[len(parent.parts)]
-    close = difflib.get_close_matches(wanted, [c.name for c in parent.iterdir() if c.is_dir()], n=1, cutoff=0.6)
-    return f" ({parent} has no {wanted}; did you mean {parent / close[0]}?)" if close else f" ({parent} has no {wanted})"
 
 
 def detect_layout(path: Path, model_base: str | None) -> str:
@@ -194,8 +149,7 @@ def vision_config(tower: str | None, checkpoint_dir: Path) -> CLIPVisionConfig:
     if not (tower_dir / "config.json").is_file():
         raise CheckpointError(f"vision tower {tower_dir} (mm_vision_tower in {checkpoint_dir / 'config.json'}): "
                               "missing config.json; copy the CLIP tower's config.json into that folder")
-    # A concrete class never runs a checkpoint's code; False says so to any future transformers.
-    return CLIPVisionConfig.from_pretrained(str(tower_dir), trust_remote_code=False)
+    return CLIPVisionConfig.from_pretrained(str(tower_dir))  # a concrete class: never a checkpoint's code
 
 
 def vision_tower_dir(tower: str | None, checkpoint_dir: Path) -> Path:
@@ -204,7 +158,7 @@ def vision_tower_dir(tower: str | None, checkpoint_dir: Path) -> Path:
     for candidate in (Path(os.path.expanduser(tower)), checkpoint_dir / tower):
         if candidate.is_dir():
             return candidate
-    if _looks_like_hub_id(tower) and not _path_like(tower):
+    if is_hub_id(tower):
         return resolve_path(tower)
     raise FileNotFoundError(
         f"vision tower {tower!r} (mm_vision_tower in {checkpoint_dir / 'config.json'}) does not exist"
@@ -223,45 +177,6 @@ def load_image_processor(path: Path, config: LlavaLlamaConfig):
     if (path / PREPROCESSOR_CONFIG).is_file():
         return load_clip_processor(path)
     return load_clip_processor(vision_tower_dir(config.mm_vision_tower, path))
-
-
-def save_original_checkpoint(
-    model: LlavaLlamaForCausalLM,
-    out_dir: str | os.PathLike,
-    tokenizer=None,
-    image_processor=None,
-    *,
-    include_vision_tower: bool = True,
-    safe_serialization: bool = True,
-    max_shard_bytes: int | None = None,
-) -> Path:
-    """Write `model` in the original LLaVA layout (config.json model_type "llava")."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(original_config_dict(model), indent=2, sort_keys=True))
-    state = {}
-    for key, tensor in model.state_dict().items():
-        if key.startswith(TOWER_PREFIX):
-            if not include_vision_tower:
-                continue
-            key = TOWER_PREFIX + _with_vision_model(key[len(TOWER_PREFIX):])
-        state[key] = tensor
-    save_state_dict(state, out, safe_serialization=safe_serialization, max_shard_bytes=max_shard_bytes)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(out))
-    if image_processor is not None:
-        image_processor.save_pretrained(str(out))
-    return out
-
-
-def original_config_dict(model: LlavaLlamaForCausalLM) -> dict:
-    """config.json of the original LLaVA layout: flat Llama fields + mm_*, model_type "llava"."""
-    cfg = model.config.to_dict()
-    for k in CONFIG_META_KEYS:
-        cfg.pop(k, None)
-    cfg.update(model_type="llava", architectures=["LlavaLlamaForCausalLM"], use_mm_proj=True,
-               mm_hidden_size=model.model.vision_tower.hidden_size, use_cache=True)
-    return cfg
 
 
 # -- layouts --------------------------------------------------------------------------------------
@@ -339,10 +254,6 @@ def _normalise_tower_keys(state: dict, expected: dict) -> dict:
     return out
 
 
-def _with_vision_model(rest: str) -> str:
-    return rest if rest.startswith("vision_model.") else "vision_model." + rest
-
-
 def _tower_weights(tower: str | None, checkpoint_dir: Path, expected: dict) -> dict:
     tower_dir = vision_tower_dir(tower, checkpoint_dir)
     files = weight_files(tower_dir)
@@ -390,75 +301,14 @@ def _merge_lora(model: LlavaLlamaForCausalLM, path: Path) -> LlavaLlamaForCausal
 
 # -- options --------------------------------------------------------------------------------------
 def _refuse_remote_code(kwargs: dict) -> None:
-    """LLaVA's callers pass extra options; trust_remote_code=True must not be dropped silently."""
+    """LLaVA's signature ends in ``**kwargs``; none is used here, so none may pass unnoticed:
+    trust_remote_code=True (there is no remote code to trust) and any unknown option fail."""
     if kwargs.get("trust_remote_code"):
         raise ValueError("trust_remote_code=True: dualfocus builds its own LLaVA model and never runs a "
                          "checkpoint's code; drop the option")
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        log.warning("CUDA is not available: loading on CPU")
-        return torch.device("cpu")
-    return device
-
-
-def _resolve_dtype(torch_dtype, device: torch.device) -> torch.dtype:
-    if torch_dtype is None:
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if isinstance(torch_dtype, str):
-        names = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16,
-                 "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
-        if torch_dtype not in names:
-            raise ValueError(f"unknown dtype {torch_dtype!r}: expected one of {sorted(names)}")
-        return names[torch_dtype]
-    return torch_dtype
-
-
-def _resolve_attention(attn_implementation: str | None, use_flash_attn: bool) -> str:
-    attn = attn_implementation or ("flash_attention_2" if use_flash_attn else "sdpa")
-    if attn not in ("sdpa", "eager", "flash_attention_2"):
-        raise ValueError(f"unknown attention implementation {attn!r}: expected sdpa, eager or flash_attention_2")
-    if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
-        raise ImportError("flash_attention_2 needs the flash-attn package (pip install 'dualfocus[flash]', GPU only)")
-    return attn
-
-
-def _require_bitsandbytes(device: torch.device) -> None:
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise ImportError("4/8-bit loading needs bitsandbytes (pip install bitsandbytes) and a CUDA GPU")
-    if device.type != "cuda":
-        raise ValueError("4/8-bit loading needs a CUDA GPU")
-
-
-def _quantize(model, load_4bit: bool, dtype: torch.dtype):
-    """Replace the language model's Linear layers by bitsandbytes ones (vision tower and projector stay)."""
-    from transformers import BitsAndBytesConfig
-    from transformers.integrations import replace_with_bnb_linear
-
-    qcfg = BitsAndBytesConfig(load_in_4bit=load_4bit, load_in_8bit=not load_4bit,
-                              bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True,
-                              bnb_4bit_quant_type="nf4",
-                              llm_int8_skip_modules=["mm_projector", "vision_tower", "lm_head"])
-    state = model.state_dict()
-    with init_empty_weights():
-        model = replace_with_bnb_linear(model, quantization_config=qcfg)
-    model.load_state_dict(state, strict=False, assign=True)
-    return model
-
-
-def _place(model, device: torch.device, device_map):
-    if device.type == "cuda" and device_map == "auto" and torch.cuda.device_count() > 1:
-        from accelerate import dispatch_model, infer_auto_device_map
-
-        dmap = infer_auto_device_map(model, no_split_module_classes=model._no_split_modules)
-        return dispatch_model(model, device_map=dmap)
-    if isinstance(device_map, dict):
-        from accelerate import dispatch_model
-
-        return dispatch_model(model, device_map=device_map)
-    return model.to(device)
+    unknown = sorted(k for k in kwargs if k != "trust_remote_code")
+    if unknown:
+        raise TypeError(f"load_pretrained_model got unknown option(s) {', '.join(unknown)}")
 
 
 def _add_image_tokens(model, tokenizer) -> None:
@@ -478,7 +328,3 @@ def _add_image_tokens(model, tokenizer) -> None:
 
 def _has_tokenizer(path: Path) -> bool:
     return (path / "tokenizer.model").is_file()
-
-
-def _looks_like_hub_id(name: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", name)) and not name.startswith((".", "/", "~"))

@@ -15,6 +15,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# The original layout's names, shared by the loader and the writer.
+TOWER_PREFIX = "model.vision_tower.vision_tower."
+# Config keys that describe the file rather than the model.
+CONFIG_META_KEYS = ("model_type", "architectures", "transformers_version", "auto_map", "_name_or_path", "torch_dtype",
+                    "dtype")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 

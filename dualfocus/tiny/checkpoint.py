@@ -110,7 +110,7 @@ def build_tiny_checkpoint(
     tokenizer.model + tokenizer_config.json. `self_describing` also stores the tower's config in
     config.json (our extension) and the image processor in the checkpoint.
     """
-    from dualfocus.model.builder import save_original_checkpoint
+    from dualfocus.model.checkpoint_writer import save_original_checkpoint
     from dualfocus.model.tokenizer import TOKENIZER_FILES, load_tokenizer
     from dualfocus.tiny.tokenizer import train_llama_tokenizer
 

@@ -28,14 +28,15 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from PIL import Image
 
 from dualfocus import boxes
 from dualfocus.constants import DEFAULT_IMAGE_TOKEN
+from dualfocus.eval.files import DiskFullError, write_atomic
 from dualfocus.focus.protocols import BOX_REQUEST, COMBINE
-from dualfocus.train.data import MAX_LISTED, DataError, load_records, normalized_sub_area, resolve_units
+from dualfocus.train.data import MAX_LISTED, DataError, load_records
+from dualfocus.train.sub_area import normalized_sub_area, resolve_units
 
 
 def box_turn(question: str) -> str:
@@ -155,14 +156,13 @@ def read_input(path: str) -> list[dict]:
 
 
 def write_output(records: list[dict], path: str) -> None:
-    """Atomically (a temporary file, then a rename); a folder that is missing is a `DataError`."""
-    tmp = path + ".tmp"
+    """Atomically (`dualfocus.eval.files.write_atomic`: fsynced, then a rename); a folder that is
+    missing is a `DataError`; a disk that fills up mid-write leaves no partial file."""
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(records, f, indent=1, ensure_ascii=False)
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(records, indent=1, ensure_ascii=False), make_folder=False)
+    except DiskFullError as e:
+        raise DataError(f"--output {path}: {e}") from e
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)  # a disk that filled up mid-write leaves no partial file
         raise DataError(f"--output {path}: cannot write it ({e.strerror}); check that its folder exists "
                         "and is writable") from e
 

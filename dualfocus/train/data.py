@@ -5,9 +5,8 @@ and may carry ``sub_area = [x1, y1, x2, y2]``: the region the question is about.
 and padded by 25 px exactly as the inference pipeline crops a predicted box, `dualfocus.boxes`)
 becomes the image of the record's second ``<image>``; the full image is the first.
 
-Units of ``sub_area`` (``--sub_area_units``): ``auto`` (default, the original's rule) reads a box whose
-four values all lie in [0, 1] as fractions of the width/height, any other box as pixels;
-``normalized`` / ``pixel`` force one reading (a pixel box inside the top-left pixel needs ``pixel``).
+Units of ``sub_area`` (``--sub_area_units``) and the crop: `dualfocus.train.sub_area` (a pixel box
+inside the top-left pixel needs ``pixel``).
 
 All records are checked before training (`validate_records`); every bad record is listed with its
 index, its id and the reason, and nothing trains until the data is clean.
@@ -18,7 +17,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,20 +24,22 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from torch.utils.data import Dataset
 
 from dualfocus import boxes
 from dualfocus.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from dualfocus.conversation import Conversation, SeparatorStyle
+from dualfocus.eval.files import read_json_lines
 from dualfocus.mm_utils import ImageLoadError, load_image, process_images
 from dualfocus.preprocess import preprocess
+from dualfocus.train.sub_area import CropPolicy, crop_sub_area, normalized_sub_area
 
 log = logging.getLogger(__name__)
 
 SPEAKERS = ("human", "gpt")
 MAX_LISTED = 20  # bad records named in one error message
-DRAW_COLOR, DRAW_WIDTH = (0, 255, 0), 5  # the original's draw_box_to_img
+DEFAULT_CROP = CropPolicy()  # the inference crop
 
 
 class DataError(ValueError):
@@ -60,14 +60,8 @@ def load_records(path: str | os.PathLike) -> list[dict]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
-        data = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                data.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}: neither a JSON list nor JSON Lines (line {n}: {e})") from e
+        data = [value for _, value in read_json_lines(text.splitlines(), lambda n, e: DataError(
+            f"{path}: neither a JSON list nor JSON Lines (line {n}: {e})"))]
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list) or not data:
@@ -78,71 +72,6 @@ def load_records(path: str | os.PathLike) -> list[dict]:
 def image_path(record: dict, image_folder: str | None) -> str:
     """LLaVA's rule: `image` relative to --image_folder (an absolute `image` stays as it is)."""
     return os.path.join(image_folder, record["image"]) if image_folder else record["image"]
-
-
-# -- sub_area -> crop -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CropPolicy:
-    """How a record's sub_area becomes the second image (the inference crop by default)."""
-
-    units: str = "auto"  # auto | normalized | pixel
-    process: bool = True  # square about the centre + pad (DualFocus's --process_sub_area)
-    pad: int = boxes.ENLARGE_PIXELS
-    draw: bool = False  # --draw_sub_region: outline the box before cropping
-
-    def region(self, box_norm, width: int, height: int) -> boxes.Region:
-        if self.process:
-            return boxes.focus_region(box_norm, width, height, pad=self.pad, square=True)
-        return boxes.focus_region(box_norm, width, height, pad=0, square=False)
-
-
-def resolve_units(values, units: str = "auto") -> str:
-    """"normalized" or "pixel": `units` unless "auto", which reads all-in-[0, 1] boxes as normalized."""
-    if units not in ("auto", "normalized", "pixel"):
-        raise ValueError(f"units must be auto, normalized or pixel, got {units!r}")
-    if units != "auto":
-        return units
-    return "normalized" if all(0.0 <= float(v) <= 1.0 for v in values) else "pixel"
-
-
-def normalized_sub_area(sub_area, width: int | None, height: int | None, units: str = "auto") -> boxes.Box:
-    """The record's box as fractions of the image (x by width, y by height), validated.
-
-    Raises `boxes.BoxError` (reason ``out_of_range`` for a box outside the image). Pixel boxes
-    need the image size; with ``width=None`` only their shape is checked and they are returned as is.
-    """
-    if not isinstance(sub_area, (list, tuple)) or len(sub_area) != 4:
-        raise boxes.BoxError(boxes.NO_BOX, f"sub_area must be [x1, y1, x2, y2], got {sub_area!r}")
-    try:
-        values = [float(v) for v in sub_area]
-    except (TypeError, ValueError) as e:
-        raise boxes.BoxError(boxes.NO_BOX, f"sub_area must hold 4 numbers, got {sub_area!r}") from e
-    if not all(math.isfinite(v) for v in values):
-        raise boxes.BoxError(boxes.OUT_OF_RANGE, f"sub_area {sub_area!r} is not finite")
-    if resolve_units(values, units) == "normalized":
-        return boxes.validate_box(values)
-    x1, y1, x2, y2 = values
-    if x2 <= x1 or y2 <= y1:
-        raise boxes.BoxError(boxes.INVERTED if (x2 < x1 or y2 < y1) else boxes.DEGENERATE,
-                             f"pixel sub_area {values} has no area")
-    if width is None or height is None:
-        return tuple(values)
-    if min(values) < 0 or x2 > width or y2 > height:
-        raise boxes.BoxError(boxes.OUT_OF_RANGE, f"pixel sub_area {values} is outside the {width} x {height} image")
-    return boxes.validate_box((x1 / width, y1 / height, x2 / width, y2 / height))
-
-
-def crop_sub_area(image: Image.Image, box_norm, policy: CropPolicy) -> tuple[Image.Image, boxes.Region]:
-    """The second image of a DualFocus record: (crop, its pixel region)."""
-    w, h = image.size
-    if policy.draw:
-        # The original draws the unsquared box (pixels, truncated) on the image the crop is cut from;
-        # the first image is processed from a separate copy and stays clean.
-        image = image.copy()
-        x1, y1, x2, y2 = (int(v) for v in (box_norm[0] * w, box_norm[1] * h, box_norm[2] * w, box_norm[3] * h))
-        ImageDraw.Draw(image).rectangle(((x1, y1), (x2, y2)), outline=DRAW_COLOR, width=DRAW_WIDTH)
-    region = policy.region(box_norm, w, h)
-    return boxes.crop(image, region), region
 
 
 # -- validation -------------------------------------------------------------------------------------
@@ -276,7 +205,7 @@ class SupervisedDataset(Dataset):
 
     def __init__(self, records: Sequence[dict], tokenizer, image_processor, conv: Conversation, *,
                  image_folder: str | None = None, image_aspect_ratio: str = "pad",
-                 crop_policy: CropPolicy = CropPolicy(), round2_only: bool = False,
+                 crop_policy: CropPolicy = DEFAULT_CROP, round2_only: bool = False,
                  model_max_length: int | None = None):
         self.records = list(records)
         self.tokenizer, self.image_processor, self.conv = tokenizer, image_processor, conv

@@ -15,14 +15,9 @@ import torch
 from accelerate import init_empty_weights
 from transformers import CLIPVisionModel
 
-from dualfocus.model.builder import (
-    CONFIG_META_KEYS,
-    load_pretrained_model,
-    resolve_path,
-    vision_config,
-    vision_tower_dir,
-)
-from dualfocus.model.checkpoint_io import load_state_dict, weight_files
+from dualfocus.model.builder import load_pretrained_model, vision_config, vision_tower_dir
+from dualfocus.model.checkpoint_io import CONFIG_META_KEYS, load_state_dict, weight_files
+from dualfocus.model.hub import resolve_path
 from dualfocus.model.image_processor import load_clip_processor
 from dualfocus.model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM
 from dualfocus.model.tokenizer import load_tokenizer
@@ -106,7 +101,7 @@ def _new_llava(path: Path, model_args, attn: str):
     if missing:
         raise ValueError(f"{path}: weights missing for {', '.join(missing[:8])} ({len(missing)} in all)")
     model.load_state_dict({k: v.float() for k, v in state.items() if k in expected}, strict=False, assign=True)
-    clip = CLIPVisionModel.from_pretrained(str(tower_dir), torch_dtype=torch.float32, trust_remote_code=False)
+    clip = CLIPVisionModel.from_pretrained(str(tower_dir), torch_dtype=torch.float32)
     model.model.vision_tower.vision_tower.load_state_dict(clip.state_dict(), strict=True, assign=True)
     model.model.vision_tower.vision_tower.config._attn_implementation = "eager" if attn == "eager" else "sdpa"
     projector = model.model.mm_projector

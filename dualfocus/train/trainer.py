@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Sampler
 from transformers import Trainer
 
-from dualfocus.model.builder import original_config_dict, save_original_checkpoint
+from dualfocus.model.checkpoint_writer import original_config_dict, save_original_checkpoint
 from dualfocus.model.llava_llama import LlavaLlamaForCausalLM
 from dualfocus.train.lora import gathered, save_lora_checkpoint
 

@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from dualfocus.boxes import box_to_text
+from dualfocus.eval.files import write_lines_atomic
 from dualfocus.focus.protocols import OPTION_INSTRUCTION
 from dualfocus.train.build_data import answer_turn, box_turn, build_records, macro_record, rounded_box
 from dualfocus.zoom.scene import GLYPHS, IMAGE_SIZE, SIGN_COLOURS, SIGNS, Scene, make_scene
@@ -119,14 +120,6 @@ def corpus_lines() -> list[str]:
     return lines
 
 
-def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def generate(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, box_jitter: int = 3,
              listings: int = 2) -> dict:
     """Write the bench into `out` (see the module docstring); returns the manifest."""
@@ -167,11 +160,11 @@ def generate(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, b
     kept = {f"{r['id']}_macro" for r in regions[::2]}
     records = [r for r in build_records(regions, image_folder=str(root), units="pixel", with_macro=True)
                if not r["id"].endswith("_macro") or r["id"] in kept] + extra
-    _write_jsonl(root / "regions_train.jsonl", regions)
+    write_lines_atomic(root / "regions_train.jsonl", regions)
     with open(root / "train.json", "w", encoding="utf-8") as f:
         json.dump(records, f, indent=None, ensure_ascii=False)
-    _write_jsonl(root / "test_vqa.jsonl", test_vqa)
-    _write_jsonl(root / "test_seed.jsonl", test_seed)
+    write_lines_atomic(root / "test_vqa.jsonl", test_vqa)
+    write_lines_atomic(root / "test_seed.jsonl", test_seed)
     (root / "corpus.txt").write_text("\n".join(corpus_lines()) + "\n", encoding="utf-8")
     manifest = {"seed": seed, "n_train_scenes": n_train, "n_test_scenes": n_test, "box_jitter": box_jitter, "listings": listings,
                 "image_size": IMAGE_SIZE, "train_questions": len(regions), "train_records": len(records),

@@ -52,7 +52,7 @@ def fresh_tower(spec: TinySpec = SPEC, seed: int = 0) -> CLIPVisionModel:
 def init_checkpoint(out_dir: str | os.PathLike, corpus: str | os.PathLike | None = None, seed: int = 0,
                     spec: TinySpec = SPEC, vocab_size: int = VOCAB_SIZE) -> Path:
     """Write the untrained checkpoint to `out_dir` (replacing it) and return its path."""
-    from dualfocus.model.builder import save_original_checkpoint
+    from dualfocus.model.checkpoint_writer import save_original_checkpoint
     from dualfocus.model.tokenizer import TOKENIZER_FILES, load_tokenizer
     from dualfocus.tiny.tokenizer import train_llama_tokenizer
 
