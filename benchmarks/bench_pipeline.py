@@ -210,7 +210,7 @@ def phase_breakdown(engine: FastEngine, runner: DualFocus, items, device: str) -
 
     timed_method("_register_images", engine._register_images, lambda *a, **k: "CLIP + projector")
     timed_method("_forward", engine._forward,
-                 lambda state, unit, *a: f"prefill ({unit.shape[1]} columns)" if unit.shape[1] > 8 else "decode steps")
+                 lambda call, step: f"prefill ({step.width} columns)" if step.width > 8 else "decode steps")
     sync()
     t0 = time.perf_counter()
     runner.run(items)
