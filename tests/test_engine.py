@@ -123,6 +123,9 @@ def test_greedy_batch_matches_reference(engines):
         assert fast.generate([requests[k]])[0].token_ids == got[k].token_ids
 
 
+KEEP_ALL = 10**6  # keep_logprobs: record the log-prob of every prompt token (a later scoring reuses them)
+
+
 def _continuations(tok, requests, parents):
     """Children of the first generations: replays, a BOS-only relative, a prefix, a repeat, two of one parent."""
     (r0, g0), (r1, g1), (r2, g2) = zip(requests[:3], parents[:3])
@@ -132,7 +135,7 @@ def _continuations(tok, requests, parents):
         # the micro turn: the generation replayed as text, then a question with the full image and a crop
         (gen(tok, chat(q0, text(tok, g0), "<image>\nPlease combine the information from these two "
                                 "images and answer this question: What is he holding?"),
-                           [IMAGES["a"], crop], greedy(9), parent=g0.handle), 0),
+                           [IMAGES["a"], crop], greedy(9), parent=g0.handle, keep_logprobs=KEEP_ALL), 0),
         (gen(tok, chat(q0, text(tok, g0), "<image>\nAnd the colour?"), [IMAGES["a"], IMAGES["e"]],
                            greedy(6), parent=g0.handle), 0),  # a second child of the same parent
         (gen(tok, "<image>\nDescribe it.", [IMAGES["c"]], greedy(7), parent=g1.handle), 1),  # BOS only
@@ -211,6 +214,14 @@ def test_scoring_with_and_without_parent_matches_reference(engines):
     ]
     got = fast.loglikelihood(scoring)
     want = ref.loglikelihood(scoring)
+    # the same, continuing a micro pass that recorded no prompt log-probs: less reuse, same scores
+    bare = _continuations(tok, requests, parents)[0][0]
+    bare.keep_logprobs = 0
+    bare_micro = fast.generate([bare])[0]
+    assert bare_micro.token_ids == micro.token_ids
+    rescored = fast.loglikelihood([ScoringRequest(s.input_ids, s.labels, s.images, parent=bare_micro.handle)
+                                   for s in scoring[:4]])
+    assert [r.loss for r in rescored] == pytest.approx([g.loss for g in got[:4]], abs=TOL)
     plain = fast.loglikelihood([ScoringRequest(s.input_ids, s.labels, s.images) for s in scoring])
     for k, (g, w, p) in enumerate(zip(got, want, plain)):
         assert g.n_tokens == w.n_tokens == p.n_tokens > 0, f"scoring request {k}"
