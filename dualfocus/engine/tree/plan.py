@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import NamedTuple
 
 from dualfocus.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
@@ -152,11 +153,16 @@ def units_of(ids: Sequence[int], slots: Sequence[int], n_image: int) -> list[Uni
     images = iter(slots)
     for t in ids:
         if t == IMAGE_TOKEN_INDEX:
-            slot = next(images)
-            out += [Patch(slot, j) for j in range(n_image)]
+            out += patch_run(next(images), n_image)
         else:
             out.append(int(t))
     return out
+
+
+@lru_cache(maxsize=4096)
+def patch_run(slot: int, n_image: int) -> tuple[Patch, ...]:
+    """The patches of one image, made once (slots restart at 0 in every call)."""
+    return tuple(Patch(slot, j) for j in range(n_image))
 
 
 def label_units(ids: Sequence[int], labels: Sequence[int], n_image: int) -> list[int]:
