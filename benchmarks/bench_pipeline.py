@@ -119,7 +119,7 @@ def timed(runner, items, batch: int, device: str) -> tuple[float, float, list]:
     return (time.perf_counter() - t0) / len(items), peak, results
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu-small")
     ap.add_argument("--device", default="cpu")
@@ -130,7 +130,49 @@ def main(argv=None) -> None:
     ap.add_argument("--check", action="store_true", help="first check fast == reference on a few questions")
     ap.add_argument("--breakdown", action="store_true", help="then time the phases of one batch at the largest size")
     ap.add_argument("--json", type=Path)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def check_parity(fast: DualFocus, reference: DualFocus, items) -> None:
+    a, b = fast.run(items), reference.run(items)
+    same = [(x.text, x.choice, x.crop) == (y.text, y.choice, y.crop) for x, y in zip(a, b)]
+    dl = max(abs(u - v) for x, y in zip(a, b) for u, v in zip(x.losses, y.losses))
+    print(f"check fast == reference on {len(items)} questions: answers {all(same)}, max loss diff {dl:.2e}, "
+          f"choices {[x.choice for x in a]}")
+
+
+def time_batches(df: dict, plain: DualFocus, items, args) -> list[dict]:
+    """One row per batch size: fast DualFocus, plain LLaVA on the same engine, and the reference."""
+    timed(df["fast"], items[:2], 2, args.device)  # warm-up
+    timed(df["reference"], items[: args.reference_questions], 1, args.device)
+    ref_s, ref_peak, _ = timed(df["reference"], items[: args.reference_questions], 1, args.device)
+    rows = []
+    for bs in args.batch_sizes:
+        n = bs * args.batches
+        # Warm-up on the very questions timed next: every prompt length and kernel shape seen once.
+        timed(df["fast"], items[:n], bs, args.device)
+        timed(plain, items[:n], bs, args.device)
+        fast_s, fast_peak, res = timed(df["fast"], items[:n], bs, args.device)
+        plain_s, plain_peak, _ = timed(plain, items[:n], bs, args.device)
+        assert all(r.candidates for r in res), "forced outputs should reach candidate scoring"
+        rows.append(dict(batch=bs, questions=n, reference_qps=1 / ref_s, fast_qps=1 / fast_s,
+                         plain_qps=1 / plain_s, speedup=ref_s / fast_s, df_over_plain=fast_s / plain_s,
+                         fast_peak_gb=fast_peak, plain_peak_gb=plain_peak, reference_peak_gb=ref_peak))
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    head = (f"{'batch':>5} | {'reference q/s':>13} | {'fast q/s':>9} | {'plain LLaVA q/s':>15} | {'fast/ref':>8} | "
+            f"{'DF/plain cost':>13} | {'peak GB (DF)':>12}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['batch']:>5} | {r['reference_qps']:>13.3f} | {r['fast_qps']:>9.3f} | {r['plain_qps']:>15.3f} | "
+              f"{r['speedup']:>7.1f}x | {r['df_over_plain']:>12.2f}x | {r['fast_peak_gb']:>12.1f}")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
         args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")]
     shape = PRESETS[args.preset]
@@ -147,41 +189,15 @@ def main(argv=None) -> None:
     df = {k: DualFocus(e, proto, cfg) for k, e in engines.items()}
     plain = DualFocus(engines["fast"], proto, FocusConfig(mode="macro", forced_outputs=FORCED))
     lengths = {name: len(df["fast"]._params[name].forced) for name, _ in FORCED}
-
     if args.check:
-        a = df["fast"].run(items[:4])
-        b = df["reference"].run(items[:4])
-        same = [(x.text, x.choice, x.crop) == (y.text, y.choice, y.crop) for x, y in zip(a, b)]
-        dl = max(abs(u - v) for x, y in zip(a, b) for u, v in zip(x.losses, y.losses))
-        print(f"check fast == reference on 4 questions: answers {all(same)}, max loss diff {dl:.2e}, "
-              f"choices {[x.choice for x in a]}")
-
-    timed(df["fast"], items[:2], 2, args.device)  # warm-up
-    timed(df["reference"], items[: args.reference_questions], 1, args.device)
-    ref_s, ref_peak, ref_res = timed(df["reference"], items[: args.reference_questions], 1, args.device)
-    rows = []
-    for bs in args.batch_sizes:
-        n = bs * args.batches
-        # Warm-up on the very questions timed next: every prompt length and kernel shape seen once.
-        timed(df["fast"], items[:n], bs, args.device)
-        timed(plain, items[:n], bs, args.device)
-        fast_s, fast_peak, res = timed(df["fast"], items[:n], bs, args.device)
-        plain_s, plain_peak, _ = timed(plain, items[:n], bs, args.device)
-        assert all(r.candidates for r in res), "forced outputs should reach candidate scoring"
-        rows.append(dict(batch=bs, questions=n, reference_qps=1 / ref_s, fast_qps=1 / fast_s,
-                         plain_qps=1 / plain_s, speedup=ref_s / fast_s, df_over_plain=fast_s / plain_s,
-                         fast_peak_gb=fast_peak, plain_peak_gb=plain_peak))
+        check_parity(df["fast"], df["reference"], items[:4])
+    rows = time_batches(df, plain, items, args)
     dev_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"\nDualFocus pipeline, preset {args.preset} ({shape}), {dtype}, device {dev_name}, "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}; model built in {build_s:.1f}s")
     print(f"forced tokens per pass (incl. EOS): {lengths}; reference: one question at a time, "
-          f"{args.reference_questions} questions, peak {ref_peak:.1f} GB")
-    head = f"{'batch':>5} | {'reference q/s':>13} | {'fast q/s':>9} | {'plain LLaVA q/s':>15} | {'fast/ref':>8} | {'DF/plain cost':>13} | {'peak GB (DF)':>12}"
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        print(f"{r['batch']:>5} | {r['reference_qps']:>13.3f} | {r['fast_qps']:>9.3f} | {r['plain_qps']:>15.3f} | "
-              f"{r['speedup']:>7.1f}x | {r['df_over_plain']:>12.2f}x | {r['fast_peak_gb']:>12.1f}")
+          f"{args.reference_questions} questions, peak {rows[0]['reference_peak_gb']:.1f} GB")
+    print_table(rows)
     breakdown = phase_breakdown(engines["fast"], df["fast"], items[: max(args.batch_sizes)], args.device) \
         if args.breakdown else None
     if args.json:
@@ -210,7 +226,7 @@ def phase_breakdown(engine: FastEngine, runner: DualFocus, items, device: str) -
 
     timed_method("_register_images", engine._register_images, lambda *a, **k: "CLIP + projector")
     timed_method("_forward", engine._forward,
-                 lambda state, unit, *a: f"prefill ({unit.shape[1]} columns)" if unit.shape[1] > 8 else "decode steps")
+                 lambda call, step: f"prefill ({step.width} columns)" if step.width > 8 else "decode steps")
     sync()
     t0 = time.perf_counter()
     runner.run(items)

@@ -20,6 +20,7 @@ from dualfocus.conversation import conv_templates
 from dualfocus.engine.base import ContextLengthError, GenerationRequest, SamplingParams, ScoringRequest
 from dualfocus.engine.fast import FastEngine
 from dualfocus.engine.reference import ReferenceEngine
+from dualfocus.focus.text import Chat
 from dualfocus.mm_utils import tokenizer_image_token
 from dualfocus.model.builder import load_pretrained_model
 from dualfocus.tiny.checkpoint import TinySpec, build_tiny_checkpoint
@@ -61,48 +62,59 @@ def greedy(n: int, **kw) -> SamplingParams:
     return SamplingParams(max_new_tokens=n, **kw)
 
 
+def gen(tok, prompt: str, images, params: SamplingParams, group=None, parent=None, **hints) -> GenerationRequest:
+    """A request for `prompt`'s token ids; the prompt text rides along (`.prompt`) for the tests."""
+    req = GenerationRequest(tokenizer_image_token(prompt, tok), images, params, group=group, parent=parent, **hints)
+    req.prompt = prompt
+    return req
+
+
+def text(tok, generation) -> str:
+    return Chat(tok).answer_text(generation.token_ids)
+
+
 IMAGES = {name: make_image(i, size) for i, (name, size) in
           enumerate({"a": (30, 20), "b": (64, 64), "c": (17, 50), "d": (100, 33), "e": (28, 28)}.items())}
 
 
-def mixed_requests() -> list[GenerationRequest]:
+def mixed_requests(tok) -> list[GenerationRequest]:
     """18 requests: groups of 1-3 sharing a prefix, ungrouped ones, shared PIL images, 0-2 images."""
     a, b, c, d, e = (IMAGES[k] for k in "abcde")
     return [
-        GenerationRequest(chat("<image>\nWhat is the man holding?"), [a], greedy(7), "g1"),
-        GenerationRequest(chat("<image>\nPlease provide the bounding box coordinate of the region this "
+        gen(tok, chat("<image>\nWhat is the man holding?"), [a], greedy(7), "g1"),
+        gen(tok, chat("<image>\nPlease provide the bounding box coordinate of the region this "
                                "question asks: What is the man holding?"), [a], greedy(20), "g1"),
-        GenerationRequest(chat("<image>\nWhat is the man holding?"), [a], greedy(3), "g1"),  # a prefix-twin
-        GenerationRequest(chat("<image>\nHow many people are there?"), [b], greedy(1), "g2"),
-        GenerationRequest(chat("<image>\nIs the sign red or blue?\nA. red\nB. blue"), [b], greedy(12), "g2"),
-        GenerationRequest(chat("<image>\nWhere is the cat sitting?"), [c], greedy(9), "g3"),
-        GenerationRequest(chat("<image>\nDescribe the image in detail."), [d], greedy(16)),
-        GenerationRequest(chat("<image>\nWhat colour is the shirt?"), [a], greedy(5)),  # image shared with g1
-        GenerationRequest(chat("<image>\nWhich side is the dog on?", "left", "<image>\nPlease combine the "
+        gen(tok, chat("<image>\nWhat is the man holding?"), [a], greedy(3), "g1"),  # a prefix-twin
+        gen(tok, chat("<image>\nHow many people are there?"), [b], greedy(1), "g2"),
+        gen(tok, chat("<image>\nIs the sign red or blue?\nA. red\nB. blue"), [b], greedy(12), "g2"),
+        gen(tok, chat("<image>\nWhere is the cat sitting?"), [c], greedy(9), "g3"),
+        gen(tok, chat("<image>\nDescribe the image in detail."), [d], greedy(16)),
+        gen(tok, chat("<image>\nWhat colour is the shirt?"), [a], greedy(5)),  # image shared with g1
+        gen(tok, chat("<image>\nWhich side is the dog on?", "left", "<image>\nPlease combine the "
                                "information from these two images and answer this question: Which side?"),
                           [d, e], greedy(11), "g4"),
-        GenerationRequest(chat("<image>\nWhich side is the dog on?"), [d], greedy(4), "g4"),
-        GenerationRequest(chat("What is in the picture?"), [], greedy(6)),  # text only
-        GenerationRequest("<image>\nred", [e], greedy(2)),  # no template at all
-        GenerationRequest(chat("<image>\n" + "The quick brown fox jumps over the lazy dog! Isn't it? " * 3), [c],
+        gen(tok, chat("<image>\nWhich side is the dog on?"), [d], greedy(4), "g4"),
+        gen(tok, chat("What is in the picture?"), [], greedy(6)),  # text only
+        gen(tok, "<image>\nred", [e], greedy(2)),  # no template at all
+        gen(tok, chat("<image>\n" + "The quick brown fox jumps over the lazy dog! Isn't it? " * 3), [c],
                           greedy(14), "g5"),
-        GenerationRequest(chat("<image>\n" + "The quick brown fox jumps over the lazy dog! Isn't it? " * 3), [c],
+        gen(tok, chat("<image>\n" + "The quick brown fox jumps over the lazy dog! Isn't it? " * 3), [c],
                           greedy(14), "g5"),  # an exact duplicate in the same group
-        GenerationRequest(chat("<image>\nA. circle\nB. square\nC. triangle\nD. rectangle"), [b], greedy(8), "g6"),
-        GenerationRequest(chat("<image>\nA. circle\nB. square"), [e], greedy(10), "g6"),  # same text, other image
-        GenerationRequest(chat("<image>\nWhat does the text on the sign say?"), [d], greedy(18)),
-        GenerationRequest(chat("<image>\n<image>\nTwo pictures: the same one?"), [a, a], greedy(13)),
+        gen(tok, chat("<image>\nA. circle\nB. square\nC. triangle\nD. rectangle"), [b], greedy(8), "g6"),
+        gen(tok, chat("<image>\nA. circle\nB. square"), [e], greedy(10), "g6"),  # same text, other image
+        gen(tok, chat("<image>\nWhat does the text on the sign say?"), [d], greedy(18)),
+        gen(tok, chat("<image>\n<image>\nTwo pictures: the same one?"), [a, a], greedy(13)),
     ]
 
 
 def test_greedy_batch_matches_reference(engines):
     fast, ref = engines
-    requests = mixed_requests()
+    tok = fast.tokenizer
+    requests = mixed_requests(tok)
     assert len(requests) >= 16
     got, want = fast.generate(requests), ref.generate(requests)
     for k, (g, w, r) in enumerate(zip(got, want, requests)):
         assert g.token_ids == w.token_ids, f"request {k}"
-        assert g.text == w.text
         assert 1 <= len(g.token_ids) <= r.params.max_new_tokens
     assert got[0].token_ids[:3] == got[2].token_ids  # same prompt, fewer tokens
     assert got[12].token_ids == got[13].token_ids
@@ -111,24 +123,27 @@ def test_greedy_batch_matches_reference(engines):
         assert fast.generate([requests[k]])[0].token_ids == got[k].token_ids
 
 
-def _continuations(tokenizer, requests, parents):
+KEEP_ALL = 10**6  # keep_logprobs: record the log-prob of every prompt token (a later scoring reuses them)
+
+
+def _continuations(tok, requests, parents):
     """Children of the first generations: replays, a BOS-only relative, a prefix, a repeat, two of one parent."""
     (r0, g0), (r1, g1), (r2, g2) = zip(requests[:3], parents[:3])
     crop = IMAGES["a"].crop((5, 2, 25, 18))
     q0 = r0.prompt.split("USER: ")[1].removesuffix(" ASSISTANT:")
     children = [
         # the micro turn: the generation replayed as text, then a question with the full image and a crop
-        (GenerationRequest(chat(q0, g0.text, "<image>\nPlease combine the information from these two "
+        (gen(tok, chat(q0, text(tok, g0), "<image>\nPlease combine the information from these two "
                                 "images and answer this question: What is he holding?"),
-                           [IMAGES["a"], crop], greedy(9), parent=g0.handle), 0),
-        (GenerationRequest(chat(q0, g0.text, "<image>\nAnd the colour?"), [IMAGES["a"], IMAGES["e"]],
+                           [IMAGES["a"], crop], greedy(9), parent=g0.handle, keep_logprobs=KEEP_ALL), 0),
+        (gen(tok, chat(q0, text(tok, g0), "<image>\nAnd the colour?"), [IMAGES["a"], IMAGES["e"]],
                            greedy(6), parent=g0.handle), 0),  # a second child of the same parent
-        (GenerationRequest("<image>\nDescribe it.", [IMAGES["c"]], greedy(7), parent=g1.handle), 1),  # BOS only
-        (GenerationRequest(r1.prompt[: r1.prompt.index("<image>") + 30], [IMAGES["a"]], greedy(5), parent=g1.handle), 1),
-        (GenerationRequest(r2.prompt, r2.images, greedy(8), parent=g2.handle), 2),  # the parent's prompt again
-        (GenerationRequest(chat("<image>\nWhere is the cat sitting?", parents[5].text, "And the dog?"),
+        (gen(tok, "<image>\nDescribe it.", [IMAGES["c"]], greedy(7), parent=g1.handle), 1),  # BOS only
+        (gen(tok, r1.prompt[: r1.prompt.index("<image>") + 30], [IMAGES["a"]], greedy(5), parent=g1.handle), 1),
+        (gen(tok, r2.prompt, r2.images, greedy(8), parent=g2.handle), 2),  # the parent's prompt again
+        (gen(tok, chat("<image>\nWhere is the cat sitting?", text(tok, parents[5]), "And the dog?"),
                            [IMAGES["c"]], greedy(12), parent=parents[5].handle), 5),
-        (GenerationRequest(chat("What is in the picture?", parents[10].text, "<image>\nThis one?"),
+        (gen(tok, chat("What is in the picture?", text(tok, parents[10]), "<image>\nThis one?"),
                            [IMAGES["b"]], greedy(10), parent=parents[10].handle), 10),  # text-only parent
     ]
     return [c for c, _ in children], [i for _, i in children]
@@ -137,15 +152,14 @@ def _continuations(tokenizer, requests, parents):
 def test_continuation_equals_full_recompute(engines):
     fast, ref = engines
     tok = fast.tokenizer
-    requests = mixed_requests()
+    requests = mixed_requests(tok)
     parents = fast.generate(requests)
     children, owners = _continuations(tok, requests, parents)
     got = fast.generate(children)
     want = ref.generate(children)
-    plain = fast.generate([GenerationRequest(c.prompt, c.images, c.params) for c in children])
+    plain = fast.generate([GenerationRequest(c.token_ids, c.images, c.params) for c in children])
     for k, (g, w, p) in enumerate(zip(got, want, plain)):
         assert g.token_ids == w.token_ids == p.token_ids, f"child {k}"
-        assert g.text == w.text
     # The replays are meaningful: the replayed text does not re-tokenize to the generated ids.
     replays = [(requests[owners[k]], parents[owners[k]], children[k]) for k in (0, 5, 6)]
     diverged = 0
@@ -156,9 +170,9 @@ def test_continuation_equals_full_recompute(engines):
     assert got[4].token_ids[: len(parents[2].token_ids)] == parents[2].token_ids  # the repeat: same start
     # Grandchildren, and parents of different calls in one batch (one shared state).
     grand = [
-        GenerationRequest(chat(children[0].prompt.split("USER: ", 1)[1].split(" ASSISTANT:")[0], got[0].text,
+        gen(tok, chat(children[0].prompt.split("USER: ", 1)[1].split(" ASSISTANT:")[0], text(tok, got[0]),
                                "Sure?"), [IMAGES["a"]], greedy(6), parent=got[0].handle),
-        GenerationRequest(chat("<image>\nHow many people are there?", parents[3].text, "Really?"), [IMAGES["b"]],
+        gen(tok, chat("<image>\nHow many people are there?", text(tok, parents[3]), "Really?"), [IMAGES["b"]],
                           greedy(7), parent=parents[3].handle),
     ]
     assert [g.token_ids for g in fast.generate(grand)] == [g.token_ids for g in ref.generate(grand)]
@@ -177,7 +191,7 @@ def _scoring_request(tok, prompt: str, answer: str, images, parent=None, label_f
 def test_scoring_with_and_without_parent_matches_reference(engines):
     fast, ref = engines
     tok = fast.tokenizer
-    requests = mixed_requests()
+    requests = mixed_requests(tok)
     parents = fast.generate(requests)
     micro = fast.generate(_continuations(tok, requests, parents)[0][:1])[0]
     a, crop = IMAGES["a"], IMAGES["a"].crop((5, 2, 25, 18))
@@ -188,7 +202,7 @@ def test_scoring_with_and_without_parent_matches_reference(engines):
         _scoring_request(tok, micro_prompt, "blue", [a, crop], parent=micro.handle),
         # labels reaching back into the parent's path: the replayed first answer is labelled too
         _scoring_request(tok, micro_prompt, "blue", [a, crop], parent=micro.handle,
-                         label_from=parents[0].text or "ASSISTANT"),
+                         label_from=text(tok, parents[0]) or "ASSISTANT"),
         # every text token labelled, BOS excepted
         ScoringRequest(*(lambda ids: (ids, [IGNORE_INDEX] + [t if t >= 0 else IGNORE_INDEX for t in ids[1:]]))(
             tokenizer_image_token(micro_prompt + " yes</s>", tok)), [a, crop], parent=micro.handle),
@@ -200,6 +214,14 @@ def test_scoring_with_and_without_parent_matches_reference(engines):
     ]
     got = fast.loglikelihood(scoring)
     want = ref.loglikelihood(scoring)
+    # the same, continuing a micro pass that recorded no prompt log-probs: less reuse, same scores
+    bare = _continuations(tok, requests, parents)[0][0]
+    bare.keep_logprobs = 0
+    bare_micro = fast.generate([bare])[0]
+    assert bare_micro.token_ids == micro.token_ids
+    rescored = fast.loglikelihood([ScoringRequest(s.input_ids, s.labels, s.images, parent=bare_micro.handle)
+                                   for s in scoring[:4]])
+    assert [r.loss for r in rescored] == pytest.approx([g.loss for g in got[:4]], abs=TOL)
     plain = fast.loglikelihood([ScoringRequest(s.input_ids, s.labels, s.images) for s in scoring])
     for k, (g, w, p) in enumerate(zip(got, want, plain)):
         assert g.n_tokens == w.n_tokens == p.n_tokens > 0, f"scoring request {k}"
@@ -224,7 +246,7 @@ def eos_engines(tiny_tokenizer_dir, tmp_path_factory):
     path = build_tiny_checkpoint(tmp_path_factory.mktemp("eos") / "llava", seed=3, tokenizer_dir=tiny_tokenizer_dir)
     tok, model, ip, _ = load_pretrained_model(str(path), None, None, device="cpu")
     ref = ReferenceEngine(model, tok, ip)
-    tokens = ref.generate([GenerationRequest(EOS_PROMPT, [IMAGES["b"]], greedy(3))])[0].token_ids
+    tokens = ref.generate([gen(tok, EOS_PROMPT, [IMAGES["b"]], greedy(3))])[0].token_ids
     with torch.no_grad():
         ids = torch.tensor([tokenizer_image_token(EOS_PROMPT, tok) + tokens])
         embeds = model.prepare_inputs_labels_for_multimodal(ids, None, None, ref.pixel_values([IMAGES["b"]]))[0]
@@ -239,30 +261,31 @@ EOS_PROMPT = chat("<image>\nIs the sign red or blue?")
 
 def test_ignore_eos(eos_engines):
     fast, ref = eos_engines
+    tok = fast.tokenizer
     eos = fast.eos_token_id
-    stop = [GenerationRequest(EOS_PROMPT, [IMAGES["b"]], greedy(12)) for _ in range(2)]
-    forced = [GenerationRequest(EOS_PROMPT, [IMAGES["b"]], greedy(12, ignore_eos=True))]
+    stop = [gen(tok, EOS_PROMPT, [IMAGES["b"]], greedy(12)) for _ in range(2)]
+    forced = [gen(tok, EOS_PROMPT, [IMAGES["b"]], greedy(12, ignore_eos=True))]
     got, want = fast.generate(stop + forced), ref.generate(stop + forced)
     assert [g.token_ids for g in got] == [w.token_ids for w in want]
     short, long = got[0].token_ids, got[2].token_ids
     assert short[-1] == eos and len(short) <= 4
     assert len(long) == 12 and long[: len(short)] == short  # went on past EOS
-    assert got[2].text == want[2].text
 
 
 def test_sampling_with_a_seed_is_reproducible(engines):
     fast, ref = engines
+    tok = fast.tokenizer
     requests = [
-        GenerationRequest(r.prompt, r.images, SamplingParams(12, temperature=0.9, top_p=0.9, seed=s), r.group)
-        for s, r in enumerate(mixed_requests()[:8])
+        gen(tok, r.prompt, r.images, SamplingParams(12, temperature=0.9, top_p=0.9, seed=s), r.group)
+        for s, r in enumerate(mixed_requests(tok)[:8])
     ]
     first, second = fast.generate(requests), fast.generate(requests)
     assert [g.token_ids for g in first] == [g.token_ids for g in second]
     assert [g.token_ids for g in ref.generate(requests)] == [g.token_ids for g in first]
-    other = [GenerationRequest(r.prompt, r.images, SamplingParams(12, 0.9, 0.9, seed=100 + k), r.group)
+    other = [gen(tok, r.prompt, r.images, SamplingParams(12, 0.9, 0.9, seed=100 + k), r.group)
              for k, r in enumerate(requests)]
     assert [g.token_ids for g in fast.generate(other)] != [g.token_ids for g in first]
-    greedy_ids = [g.token_ids for g in fast.generate([GenerationRequest(r.prompt, r.images, greedy(12), r.group)
+    greedy_ids = [g.token_ids for g in fast.generate([gen(tok, r.prompt, r.images, greedy(12), r.group)
                                                       for r in requests])]
     assert greedy_ids != [g.token_ids for g in first]
 
@@ -270,42 +293,50 @@ def test_sampling_with_a_seed_is_reproducible(engines):
 @pytest.mark.parametrize("n_images", [0, 2])
 def test_image_count_must_match_the_markers(engines, n_images):
     fast, ref = engines
+    tok = fast.tokenizer
     images = [IMAGES["a"]] * n_images
-    gen = GenerationRequest(chat("<image>\nWhat is it?"), images, greedy(2))
+    tok = fast.tokenizer
+    request = gen(tok, chat("<image>\nWhat is it?"), images, greedy(2))
     ids = tokenizer_image_token(chat("<image>\nWhat is it?") + " red</s>", fast.tokenizer)
     score = ScoringRequest(ids, ids, images)
     for engine in (fast, ref):
         with pytest.raises(ValueError, match=rf"1 <?image>? ?(markers|tokens) but {n_images} images"):
-            engine.generate([gen])
+            engine.generate([request])
         with pytest.raises(ValueError, match=rf"1 <?image>? ?(markers|tokens) but {n_images} images"):
             engine.loglikelihood([score])
 
 
-def test_parented_and_unparented_requests_do_not_mix(engines):
-    fast, _ = engines
-    first = fast.generate(mixed_requests()[:2])
-    other = fast.generate(mixed_requests()[:1])  # another call: another state
-    mixed = [GenerationRequest(chat("<image>\nOK?"), [IMAGES["a"]], greedy(2), parent=first[0].handle),
-             GenerationRequest(chat("<image>\nOK?"), [IMAGES["a"]], greedy(2))]
+@pytest.mark.parametrize("which", [0, 1], ids=["fast", "reference"])
+def test_parented_and_unparented_requests_do_not_mix(engines, which):
+    """The parent rule is the contract's: both engines refuse, though the reference ignores parents."""
+    engine = engines[which]
+    tok = engine.tokenizer
+    first = engine.generate(mixed_requests(tok)[:2])
+    other = engine.generate(mixed_requests(tok)[:1])  # another call: another state
+    mixed = [gen(tok, chat("<image>\nOK?"), [IMAGES["a"]], greedy(2), parent=first[0].handle),
+             gen(tok, chat("<image>\nOK?"), [IMAGES["a"]], greedy(2))]
     with pytest.raises(ValueError, match="handles"):
-        fast.generate(mixed)
+        engine.generate(mixed)
     mixed[1].parent = other[0].handle
     with pytest.raises(ValueError, match="handles"):
-        fast.generate(mixed)
-    ids = tokenizer_image_token(chat("<image>\nOK?") + " yes</s>", fast.tokenizer)
+        engine.generate(mixed)
+    ids = tokenizer_image_token(chat("<image>\nOK?") + " yes</s>", tok)
     with pytest.raises(ValueError, match="handles"):
-        fast.loglikelihood([ScoringRequest(ids, ids, [IMAGES["a"]], parent=first[0].handle),
-                            ScoringRequest(ids, ids, [IMAGES["a"]])])
+        engine.loglikelihood([ScoringRequest(ids, ids, [IMAGES["a"]], parent=first[0].handle),
+                              ScoringRequest(ids, ids, [IMAGES["a"]])])
+    mixed[1].parent = first[1].handle  # one call's handles: accepted
+    assert [len(g.token_ids) for g in engine.generate(mixed)] == [2, 2]
 
 
-def test_scoring_labels_must_be_the_input_ids(engines):
-    fast, _ = engines
-    ids = tokenizer_image_token(chat("<image>\nOK?") + " yes</s>", fast.tokenizer)
+@pytest.mark.parametrize("which", [0, 1], ids=["fast", "reference"])
+def test_scoring_labels_must_be_the_input_ids(engines, which):
+    engine = engines[which]
+    ids = tokenizer_image_token(chat("<image>\nOK?") + " yes</s>", engine.tokenizer)
     labels = [IGNORE_INDEX] * (len(ids) - 2) + [ids[-2] + 1, ids[-1]]
     with pytest.raises(ValueError, match="labels differ from input_ids"):
-        fast.loglikelihood([ScoringRequest(ids, labels, [IMAGES["a"]])])
+        engine.loglikelihood([ScoringRequest(ids, labels, [IMAGES["a"]])])
     with pytest.raises(ValueError, match="differ in length"):
-        fast.loglikelihood([ScoringRequest(ids, labels[:-1], [IMAGES["a"]])])
+        engine.loglikelihood([ScoringRequest(ids, labels[:-1], [IMAGES["a"]])])
 
 
 # -- the model's positions -------------------------------------------------------------------------
@@ -326,7 +357,7 @@ def short(tmp_path_factory, tiny_tokenizer_dir):
 
 
 def positions(engine, prompt: str) -> int:
-    return len(tokenizer_image_token(prompt, engine.tokenizer)) - 1 + engine.model.model.vision_tower.num_tokens
+    return len(tokenizer_image_token(prompt, engine.tokenizer)) - 1 + engine.model.num_image_tokens
 
 
 def fitting_prompt(engine, room: int) -> str:
@@ -342,7 +373,8 @@ def fitting_prompt(engine, room: int) -> str:
 def test_a_prompt_past_tokenizer_model_max_length_is_not_truncated(short):
     """LLaVA's splice cuts at tokenizer_model_max_length (16 here); the engines do not, and agree."""
     fast, ref = short
-    request = GenerationRequest(fitting_prompt(fast, 6), [IMAGES["a"]], greedy(6, ignore_eos=True))
+    tok = fast.tokenizer
+    request = gen(tok, fitting_prompt(fast, 6), [IMAGES["a"]], greedy(6, ignore_eos=True))
     assert positions(fast, request.prompt) > 16
     assert [g.token_ids for g in ref.generate([request])] == [g.token_ids for g in fast.generate([request])]
 
@@ -350,10 +382,11 @@ def test_a_prompt_past_tokenizer_model_max_length_is_not_truncated(short):
 @pytest.mark.parametrize("verb", ["generate", "loglikelihood"])
 def test_both_engines_refuse_past_the_positions_before_any_forward(short, monkeypatch, verb):
     fast, ref = short
+    tok = fast.tokenizer
     prompt = fitting_prompt(fast, 6)
     if verb == "generate":  # 58 prompt positions + 7 new tokens: one too many
-        requests = [GenerationRequest(chat("<image>\nOK?"), [IMAGES["b"]], greedy(2)),
-                    GenerationRequest(prompt, [IMAGES["a"]], greedy(7))]
+        requests = [gen(tok, chat("<image>\nOK?"), [IMAGES["b"]], greedy(2)),
+                    gen(tok, prompt, [IMAGES["a"]], greedy(7))]
         expected = r"a prompt of 58 positions \(1 image\(s\) of 4 each\) \+ 7 new tokens"
     else:  # 65 positions, nothing generated
         ids = tokenizer_image_token(prompt + " red" * 7, fast.tokenizer)
@@ -364,7 +397,7 @@ def test_both_engines_refuse_past_the_positions_before_any_forward(short, monkey
     def no_forward(*args, **kwargs):
         raise AssertionError("a forward ran")
 
-    monkeypatch.setattr(model, "encode_images", no_forward)
+    monkeypatch.setattr(model, "image_features", no_forward)
     monkeypatch.setattr(model.model.embed_tokens, "forward", no_forward)
     messages = []
     for engine in (fast, ref):
@@ -378,5 +411,6 @@ def test_both_engines_refuse_past_the_positions_before_any_forward(short, monkey
 
 def test_a_request_that_exactly_fits_is_answered(short):
     fast, ref = short
-    request = GenerationRequest(fitting_prompt(fast, 6), [IMAGES["a"]], greedy(6, ignore_eos=True))
+    tok = fast.tokenizer
+    request = gen(tok, fitting_prompt(fast, 6), [IMAGES["a"]], greedy(6, ignore_eos=True))
     assert len(fast.generate([request])[0].token_ids) == len(ref.generate([request])[0].token_ids) == 6

@@ -21,6 +21,7 @@ from dualfocus.focus import pipeline
 from dualfocus.focus.pipeline import DualFocus, FocusConfig, FocusResult
 from dualfocus.focus.protocols import BOX_REQUEST, get_protocol
 from dualfocus.focus.scoring import ScoringError
+from dualfocus.focus.text import Chat
 
 TOL = 1e-4
 EXACT_FIELDS = ("text", "answer", "macro_raw", "macro_answer", "box_text", "box", "crop", "micro_raw",
@@ -134,6 +135,7 @@ def _scripted(base):
     class Scripted(base):
         def __init__(self, engine, box_texts=None, nan_for=()):
             super().__init__(engine.model, engine.tokenizer, engine.image_processor)
+            self.chat = Chat(engine.tokenizer)
             self.box_texts = dict(box_texts or {})  # bare question -> box text
             self.nan_for = tuple(nan_for)  # a scoring request whose ids decode to contain this -> NaN loss
             self.calls: list[tuple[str, int]] = []
@@ -142,10 +144,11 @@ def _scripted(base):
             self.calls.append(("generate", len(requests)))
             gens = super().generate(requests)
             for req, gen in zip(requests, gens):
-                last_turn = req.prompt.rsplit("USER: ", 1)[-1]  # the micro prompt replays the box turn
+                prompt = self.tokenizer.decode([t for t in req.token_ids if t >= 0])
+                last_turn = prompt.rsplit("USER: ", 1)[-1]  # the micro prompt replays the box turn
                 for question, text in self.box_texts.items():
                     if f"{BOX_REQUEST}: {question}" in last_turn:
-                        gen.text = text
+                        gen.token_ids = list(self.chat.answer_ids(text))
             return gens
 
         def loglikelihood(self, requests):
@@ -253,7 +256,7 @@ def test_a_question_whose_scoring_example_fails_does_not_stop_the_batch(engines,
         results = {r.question_id: r for r in DualFocus(engines[name], get_protocol("textvqa"), config()).run(items[:6])}
         bad = results["t1"]
         assert bad.error.startswith("scoring: ") and "cannot be scored" in bad.error
-        assert bad.answer == bad.macro_answer == "stop" and bad.choice == "no_micro: scoring_failed"
+        assert bad.answer == bad.macro_answer == "stop" and bad.choice == "scoring_failed" and bad.fallback is None
         assert bad.micro_raw == "exit" and bad.candidates is None and bad.losses is None
         assert results["t6"].losses == pytest.approx(before["t6"].losses, abs=TOL)
         for qid in ("t2", "t3", "t4", "t5"):
@@ -268,7 +271,8 @@ def test_a_nan_loss_does_not_stop_the_batch(engines):
     results = {r.question_id: r for r in DualFocus(engine, get_protocol("textvqa"), config()).run(items[:6])}
     bad = results["t6"]
     assert bad.error is not None and "NaN" in bad.error
-    assert bad.answer == bad.macro_answer == "yes"
+    assert bad.answer == bad.macro_answer == "yes" and bad.choice == "scoring_failed"
+    assert bad.micro_raw is not None and bad.candidates is not None and math.isnan(min(bad.losses, key=math.isnan))
     assert results["t1"].choice in ("scored_macro", "scored_micro") and results["t1"].error is None
 
 

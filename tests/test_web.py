@@ -141,6 +141,8 @@ def test_fallbacks_and_choices_in_words():
     assert "The micro pass was skipped: the box was in pixel units, not fractions of the image." in md
     assert "no micro pass (the box was in pixel units, not fractions of the image)" in md
     assert "micro answer" not in md and "crop (pixels)" not in md
+    assert explain.choice_words("scoring_failed") == ("the answers differed but could not be scored; the whole "
+                                                     "image's stands")
 
 
 def test_web_flags_are_the_cli_flags_with_a_default_model():

@@ -1,22 +1,28 @@
-"""What the DualFocus pipeline asks of an engine: two verbs, `generate` and `loglikelihood`.
+"""The engine contract: two verbs over token ids, and the rules every engine shares.
 
-Both engines compute the same function; the fast one also takes hints it may use to share work:
-`group` (requests of one group share their common prefix) and `parent` (continue from an earlier
-generation's state). Hints never change results: the reference engine ignores them.
+    generate(requests)      -> one Generation(token_ids, handle) per GenerationRequest, in order
+    loglikelihood(requests) -> one Score(loss, n_tokens) per ScoringRequest, in order
+
+A request holds token ids with IMAGE_TOKEN_INDEX (-200) once per entry of `images`; no text
+crosses this line (prompts are rendered and answers detokenised by the caller: dualfocus.focus.text).
+The keyword-only fields are hints an engine may use to share work; they never change a result:
+`group` (requests of one group share their common prefix), `parent` (continue an earlier
+generation's state), `keep_logprobs` and `expect_turns` (what later requests will reuse). The
+reference engine ignores them. `Engine.generate` / `Engine.loglikelihood` check every request
+(images vs markers, labels, parents, the model's positions) before a subclass runs them.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import torch
 from PIL import Image
 
-from dualfocus.constants import IMAGE_TOKEN_INDEX
-from dualfocus.mm_utils import process_images, tokenizer_image_token
+from dualfocus.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 
 
 @dataclass(frozen=True)
@@ -31,26 +37,29 @@ class SamplingParams:
 
 @dataclass
 class GenerationRequest:
-    prompt: str  # a templated prompt with one "<image>" per entry of `images`
+    token_ids: Sequence[int]  # the prompt; IMAGE_TOKEN_INDEX once per image
     images: Sequence[Image.Image]
     params: SamplingParams = field(default_factory=SamplingParams)
+    _: KW_ONLY
     group: Hashable | None = None
-    parent: Any = None  # a Generation.handle from an earlier call of the same engine
+    parent: Handle | None = None  # from an earlier call of the same engine
+    keep_logprobs: int = 0  # log p(token_ids[j]) for j < this may be labelled by a later request
+    expect_turns: int = 0  # later turns about this long will continue this request: room to reserve
 
 
 @dataclass
 class Generation:
-    text: str  # decoded, stripped of the stop string
-    token_ids: list[int]
-    handle: Any = None
+    token_ids: list[int]  # the new tokens, EOS included when it stopped there
+    handle: Handle | None = None
 
 
 @dataclass
 class ScoringRequest:
-    input_ids: Sequence[int]  # IMAGE_TOKEN_INDEX (-200) once per image
-    labels: Sequence[int]  # IGNORE_INDEX (-100) where not scored; same length as input_ids
+    input_ids: Sequence[int]  # IMAGE_TOKEN_INDEX once per image
+    labels: Sequence[int]  # IGNORE_INDEX where not scored, else equal to input_ids; same length
     images: Sequence[Image.Image]
-    parent: Any = None
+    _: KW_ONLY
+    parent: Handle | None = None
 
 
 @dataclass(frozen=True)
@@ -59,48 +68,78 @@ class Score:
     n_tokens: int
 
 
+@dataclass(frozen=True, eq=False)
+class Handle:
+    """Where a later request may continue a generation: `state` of the call that made it, and
+    the generation's place in it. The fast engine's state is that call's whole KV cache (every
+    request of the call, all layers): it stays alive, on the device, as long as any handle does."""
+
+    state: Any
+    row: int = 0
+    branch: int = 0
+
+
 class ContextLengthError(ValueError):
     """A request that does not fit the model's positions, refused before any forward."""
 
 
-class Engine(ABC):
-    """Holds a loaded model; subclasses implement the two verbs."""
+class RequestError(ValueError):
+    """A request that breaks the contract (images vs markers, labels, parents)."""
 
-    def __init__(self, model, tokenizer, image_processor, stop_str: str | None = "</s>"):
+
+Request = GenerationRequest | ScoringRequest
+
+
+class Engine(ABC):
+    """Holds a loaded model; subclasses implement `_generate` and `_loglikelihood`.
+
+    `tokenizer` is carried for callers that hold only an engine and must render prompts; the
+    engine never tokenises or detokenises. It reads the EOS id from it once, to stop generating.
+    """
+
+    def __init__(self, model, tokenizer, image_processor):
         self.model = model
         self.tokenizer = tokenizer
         self.image_processor = image_processor
-        self.stop_str = stop_str
+        self.eos_token_id: int = tokenizer.eos_token_id
+
+    @torch.inference_mode()
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        requests = list(requests)
+        self.check(requests)
+        return self._generate(requests) if requests else []
+
+    @torch.inference_mode()
+    def loglikelihood(self, requests: Sequence[ScoringRequest]) -> list[Score]:
+        requests = list(requests)
+        self.check(requests)
+        return self._loglikelihood(requests) if requests else []
 
     @abstractmethod
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]: ...
+    def _generate(self, requests: list[GenerationRequest]) -> list[Generation]: ...
 
     @abstractmethod
-    def loglikelihood(self, requests: Sequence[ScoringRequest]) -> list[Score]: ...
+    def _loglikelihood(self, requests: list[ScoringRequest]) -> list[Score]: ...
 
     @property
     def device(self) -> torch.device:
-        return self.model.model.embed_tokens.weight.device
-
-    @property
-    def eos_token_id(self) -> int:
-        return self.tokenizer.eos_token_id
+        return self.model.text_device
 
     def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """(N, 3, H, W) in the vision tower's dtype, on the model's device."""
-        vt = self.model.model.vision_tower
-        if not images:  # a text-only request: process_images cannot stack an empty list
-            size = vt.config.image_size
-            return torch.empty(0, 3, size, size, device=vt.device, dtype=vt.dtype)
-        return process_images(list(images), self.image_processor, self.model.config).to(vt.device, vt.dtype)
+        """(N, 3, H, W) in the vision tower's dtype, on its device."""
+        return self.model.pixels(images, self.image_processor)
 
-    def request_ids(self, req: GenerationRequest | ScoringRequest) -> list[int]:
-        """Token ids with one IMAGE_TOKEN_INDEX per image."""
-        if isinstance(req, ScoringRequest):
-            return list(req.input_ids)
-        return tokenizer_image_token(req.prompt, self.tokenizer)
+    # -- the rules both engines share -------------------------------------------------------------
+    def check(self, requests: Sequence[Request]) -> None:
+        """Refuse a batch that breaks the contract, before any forward."""
+        for i, req in enumerate(requests):
+            check_images(i, req)
+            if isinstance(req, ScoringRequest):
+                check_labels(i, req)
+        check_parents(requests)
+        self.check_context(requests)
 
-    def check_context(self, requests: Sequence[GenerationRequest | ScoringRequest]) -> None:
+    def check_context(self, requests: Sequence[Request]) -> None:
         """Refuse, before any forward, a request whose prompt + new tokens exceed max_position_embeddings.
 
         Past the model's positions an answer is garbage, silently; cutting the prompt instead (LLaVA-1.5's
@@ -108,10 +147,9 @@ class Engine(ABC):
         "ASSISTANT:", so nothing is cut. New tokens count: their positions follow the prompt's, and
         refusing up front keeps the outcome independent of when the answer would stop.
         """
-        limit = self.model.config.max_position_embeddings
-        n_img = self.model.model.vision_tower.num_tokens
+        limit, n_img = self.model.max_positions, self.model.num_image_tokens
         for req in requests:
-            ids = self.request_ids(req)
+            ids = prompt_ids(req)
             images = sum(1 for t in ids if t == IMAGE_TOKEN_INDEX)
             prompt, new = len(ids) + images * (n_img - 1), max_new_tokens(req)
             if prompt + new > limit:
@@ -119,47 +157,38 @@ class Engine(ABC):
                     f"a prompt of {prompt} positions ({images} image(s) of {n_img} each) + {new} new tokens exceeds "
                     f"the model's {limit} positions (max_position_embeddings); shorten the question")
 
-    def decode(self, token_ids: Sequence[int]) -> str:
-        """LLaVA's post-processing: skip special tokens, strip, drop a trailing stop string."""
-        text = self.tokenizer.decode(list(token_ids), skip_special_tokens=True).strip()
-        if self.stop_str and text.endswith(self.stop_str):
-            text = text[: -len(self.stop_str)]
-        return text.strip()
+
+def prompt_ids(req: Request) -> list[int]:
+    return list(req.input_ids if isinstance(req, ScoringRequest) else req.token_ids)
 
 
-def max_new_tokens(req: GenerationRequest | ScoringRequest) -> int:
+def max_new_tokens(req: Request) -> int:
     """Most tokens a request can generate (scoring requests: none)."""
-    params = getattr(req, "params", None)
-    if params is None:
+    if isinstance(req, ScoringRequest):
         return 0
-    return len(params.forced) if params.forced else params.max_new_tokens
+    return len(req.params.forced) if req.params.forced else req.params.max_new_tokens
 
 
-def pick_tokens(logits: torch.Tensor, params: Sequence[SamplingParams], steps: Sequence[int], generators) -> list[int]:
-    """(N, V) logits of N sequences -> their next tokens: forced, greedy, or sampled."""
-    picked = logits.argmax(-1).tolist()
-    for j, (p, step) in enumerate(zip(params, steps)):
-        if p.forced is not None:
-            picked[j] = p.forced[step]
-        elif p.temperature > 0:
-            picked[j] = int(sample(logits[j : j + 1], p, generators[j])[0])
-    return picked
+def check_images(i: int, req: Request) -> None:
+    markers = sum(1 for t in prompt_ids(req) if t == IMAGE_TOKEN_INDEX)
+    if markers != len(req.images):
+        raise RequestError(f"request {i}: prompt has {markers} <image> markers but {len(req.images)} images "
+                           "were given")
 
 
-def is_finished(token: int, n_generated: int, params: SamplingParams, eos_token_id: int) -> bool:
-    if params.forced is not None:
-        return n_generated >= len(params.forced)
-    return (token == eos_token_id and not params.ignore_eos) or n_generated >= params.max_new_tokens
+def check_labels(i: int, req: ScoringRequest) -> None:
+    if len(req.labels) != len(req.input_ids):
+        raise RequestError(f"scoring request {i}: labels ({len(req.labels)}) and input_ids "
+                           f"({len(req.input_ids)}) differ in length")
+    bad = [j for j, (t, lab) in enumerate(zip(req.input_ids, req.labels)) if lab != IGNORE_INDEX and lab != t]
+    if bad:
+        raise RequestError(f"scoring request {i}: labels differ from input_ids at {bad[:5]}")
 
 
-def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
-    """(N, V) logits -> (N,) token ids: greedy at temperature 0, else temperature + top-p."""
-    if params.temperature <= 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
-    if params.top_p is not None and params.top_p < 1.0:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        drop = sorted_p.cumsum(-1) - sorted_p > params.top_p  # keep the smallest set reaching top_p
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+def check_parents(requests: Sequence[Request]) -> None:
+    """A batch continues the handles of one earlier call (all of its requests do) or none."""
+    parents = [r.parent for r in requests]
+    if all(p is None for p in parents):
+        return
+    if any(p is None for p in parents) or len({id(p.state) for p in parents}) != 1:
+        raise RequestError("a batch either continues one earlier call's handles (all of them) or none")

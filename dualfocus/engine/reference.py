@@ -2,6 +2,7 @@
 
 Within a pass it decodes with a KV cache, as LLaVA's `generate` does; across passes nothing is
 shared (every pass re-encodes its images and re-reads its whole prompt), as the original release.
+Its handles hold nothing but the call they came from (the parent rule is checked all the same).
 
 It is the executable specification the fast engine is tested against.
 """
@@ -18,24 +19,21 @@ from dualfocus.engine.base import (
     Engine,
     Generation,
     GenerationRequest,
+    Handle,
     SamplingParams,
     Score,
     ScoringRequest,
-    is_finished,
-    pick_tokens,
 )
-from dualfocus.model.llava_llama import CACHE_KWARG
+from dualfocus.engine.sampling import is_finished, pick_tokens
 
 
 class ReferenceEngine(Engine):
-    @torch.inference_mode()
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        self.check_context(requests)
+    def _generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        call = object()  # this call's identity, for the parent rule
         out = []
         for req in requests:
-            embeds, _ = self._embed(self.request_ids(req), req.images)
-            tokens = self._decode(embeds, req.params)
-            out.append(Generation(self.decode(tokens), tokens))
+            embeds, _ = self._embed(req.token_ids, req.images)
+            out.append(Generation(self._generate_tokens(embeds, req.params), Handle(call)))
         return out
 
     def _embed(self, ids: Sequence[int], images, labels: Sequence[int] | None = None):
@@ -44,33 +42,29 @@ class ReferenceEngine(Engine):
         The model's own splice also cuts at `tokenizer_model_max_length` (a training length, as LLaVA's);
         here `check_context` has refused what does not fit the positions, and nothing is cut.
         """
-        features = list(self.model.encode_images(self.pixel_values(images))) if images else []
+        features = list(self.model.image_features(self.pixel_values(images))) if images else []
         ids_t = torch.tensor(list(ids), device=self.device)
         labels_t = torch.tensor(list(labels), device=self.device) if labels is not None else None
         embeds, labels_t = self.model.splice_image_features(ids_t, features, labels_t)
         return embeds[None], (labels_t[None] if labels_t is not None else None)
 
-    def _decode(self, embeds: torch.Tensor, params: SamplingParams) -> list[int]:
+    def _generate_tokens(self, embeds: torch.Tensor, params: SamplingParams) -> list[int]:
         """Prefill the prompt, then one token at a time with a KV cache (as LLaVA's generate)."""
         generator = torch.Generator(device=self.device).manual_seed(params.seed)
         cache = DynamicCache()
         tokens: list[int] = []
         while True:
-            hidden = self.model.model(inputs_embeds=embeds, use_cache=True, **{CACHE_KWARG: cache}).last_hidden_state
-            logits = self.model.lm_head(hidden[:, -1]).float()
+            hidden = self.model.hidden_states(embeds, cache)
+            logits = self.model.logits(hidden[:, -1]).float()
             token = pick_tokens(logits, [params], [len(tokens)], [generator])[0]
             tokens.append(token)
             if is_finished(token, len(tokens), params, self.eos_token_id):
                 return tokens
-            embeds = self.model.model.embed_tokens(torch.tensor([[token]], device=self.device))
+            embeds = self.model.embed(torch.tensor([[token]], device=self.device))
 
-    @torch.inference_mode()
-    def loglikelihood(self, requests: Sequence[ScoringRequest]) -> list[Score]:
-        self.check_context(requests)
+    def _loglikelihood(self, requests: list[ScoringRequest]) -> list[Score]:
         out = []
         for req in requests:
-            if len(req.labels) != len(req.input_ids):
-                raise ValueError(f"labels ({len(req.labels)}) and input_ids ({len(req.input_ids)}) differ in length")
             embeds, labels = self._embed(req.input_ids, req.images, req.labels)
             result = self.model(inputs_embeds=embeds, labels=labels, reduction="none")
             # An image marker's label is IGNORE_INDEX once its features are spliced in.

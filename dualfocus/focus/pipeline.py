@@ -1,29 +1,39 @@
 """The DualFocus loop, once, for every benchmark and both engines.
 
-Per batch of questions:
-  1. macro + box passes, as one `generate` call (same group: they share the image prefix);
-  2. each box text -> a crop (`dualfocus.boxes`); a bad box keeps the macro answer;
-  3. micro pass on [full image, crop], continuing the box pass (its handle);
-  4. the protocol decides, scoring the two candidates from the micro pass when it must.
-Every step is recorded in a `FocusResult`; one bad question never stops the others.
+Per batch of questions, each carried by a `Question` through named steps:
+  1. `macro_and_box`: the macro and box passes, as one `generate` call (grouped per question:
+     they share the image prefix);
+  2. `crops`: each box text -> a crop (`dualfocus.boxes`); a bad box keeps the macro answer;
+  3. `micro`: the micro pass on [full image, crop], continuing the box pass (its handle);
+  4. `decide_and_score`: the protocol decides, and names two candidates to score when it must;
+     they are scored continuing the micro pass;
+  5. `choose`: the decided answer, or the candidate with the lower loss.
+Every step is recorded in a `FocusResult`; one bad question never stops the others. A scoring
+failure (a candidate that cannot be tokenised, a NaN loss) keeps the macro answer with the
+reason `scoring_failed` and the error; the micro pass's trace stays.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from PIL import Image
 
 from dualfocus import boxes
-from dualfocus.constants import DEFAULT_IMAGE_TOKEN
-from dualfocus.conversation import SeparatorStyle, conv_templates
-from dualfocus.engine.base import Engine, GenerationRequest, SamplingParams, ScoringRequest
-from dualfocus.focus.protocols import SELECTIONS, FocusQuery, Protocol
-from dualfocus.focus.scoring import scoring_example
+from dualfocus.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
+from dualfocus.conversation import conv_templates
+from dualfocus.engine.base import Engine, GenerationRequest, Handle, SamplingParams, ScoringRequest
+from dualfocus.focus.protocols import SELECTIONS, Decision, FocusQuery, Protocol
+from dualfocus.focus.scoring import ScoringError, scoring_example
+from dualfocus.focus.text import Chat
+from dualfocus.preprocess import LabelMaskingError
 
 MODES = ("dualfocus", "macro")
 IMAGE_TOKEN_IN_BOX = "image_token_in_box_text"  # fallback: the box text holds "<image>"
+SCORING_FAILED = "scoring_failed"  # choice: the candidates could not be scored; the macro answer stands
+CANDIDATE_ERRORS = (ScoringError, LabelMaskingError)  # a candidate that cannot be tokenised or masked
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,7 @@ class FocusResult:
     micro_answer: str | None = None
     candidates: list[str] | None = None
     losses: list[float] | None = None
-    choice: str = ""  # the protocol's reason for the final answer
+    choice: str = ""  # why the final answer is this one: the protocol's reason, or SCORING_FAILED
     fallback: str | None = None  # why the micro pass did not run
     error: str | None = None  # a step that failed for this question only
     mode: str = "dualfocus"
@@ -89,108 +99,133 @@ class FocusResult:
         return out
 
 
+@dataclass
+class Question:
+    """One question on its way through the steps."""
+
+    query: FocusQuery
+    image: Image.Image
+    result: FocusResult
+    group: int  # its passes share a prefix
+    box_handle: Handle | None = None
+    crop: Image.Image | None = None
+    micro_handle: Handle | None = None
+    decision: Decision | None = None
+    scoring: list[ScoringRequest] = field(default_factory=list)
+
+
 class DualFocus:
     """Runs the method on an engine; `run` takes (query, PIL image) pairs."""
 
     def __init__(self, engine: Engine, protocol: Protocol, config: FocusConfig = FocusConfig()):
         self.engine, self.protocol, self.config = engine, protocol, config
-        template = conv_templates[config.conv_mode]
-        engine.stop_str = template.sep2 if template.sep_style == SeparatorStyle.TWO else template.sep
+        self.chat = Chat(engine.tokenizer, config.conv_mode)
         self._params = {name: config.params() for name in ("macro", "micro")}
         self._params["box"] = config.params(config.box_max_new_tokens)
-        for name, text in config.forced_outputs:  # " text" as an answer follows "ASSISTANT:", then EOS
-            ids = engine.tokenizer(" " + text, add_special_tokens=False).input_ids + [engine.eos_token_id]
-            self._params[name] = config.params(forced=tuple(ids))
-
-    def prompt(self, messages: Sequence[tuple[int, str | None]]) -> str:
-        conv = conv_templates[self.config.conv_mode].copy()
-        for role, text in messages:
-            conv.append_message(conv.roles[role], text)
-        conv.append_message(conv.roles[1], None)
-        return conv.get_prompt()
+        for name, text in config.forced_outputs:
+            self._params[name] = config.params(forced=self.chat.answer_ids(text))
 
     def run(self, items: Sequence[tuple[FocusQuery, Image.Image]]) -> list[FocusResult]:
-        cfg, proto = self.config, self.protocol
-        results = [FocusResult(q.question_id, mode=cfg.mode, selection=cfg.selection) for q, _ in items]
-        # 1. macro (+ box) passes
+        cfg = self.config
+        questions = [Question(q, image, FocusResult(q.question_id, mode=cfg.mode, selection=cfg.selection), i)
+                     for i, (q, image) in enumerate(items)]
+        self.macro_and_box(questions)
+        if cfg.mode == "dualfocus":
+            self.crops(questions)
+            self.micro([qn for qn in questions if qn.crop is not None])
+            self.decide_and_score(questions)
+        else:
+            for qn in questions:
+                qn.decision = self.protocol.decide(qn.query, qn.result.macro_answer, None, "macro")
+        self.choose(questions)
+        return [qn.result for qn in questions]
+
+    # -- the steps --------------------------------------------------------------------------------
+    def macro_and_box(self, questions: list[Question]) -> None:
+        box_too = self.config.mode == "dualfocus"
         requests = []
-        for i, (q, image) in enumerate(items):
-            macro = GenerationRequest(self.prompt([(0, proto.macro_prompt(q))]), [image], self._params["macro"], i)
-            requests.append(macro)
-            if cfg.mode == "dualfocus":
-                box = GenerationRequest(self.prompt([(0, proto.box_prompt(q))]), [image], self._params["box"], i)
-                requests.append(box)
-        gens = self.engine.generate(requests)
-        step = 2 if cfg.mode == "dualfocus" else 1
-        for i, ((q, _), res) in enumerate(zip(items, results)):
-            res.macro_raw = gens[step * i].text
-            res.macro_answer = proto.parse_answer(res.macro_raw, q)
-        if cfg.mode == "macro":
-            for (q, _), res in zip(items, results):
-                self._finish(res, q, proto.decide(q, res.macro_answer, None, "macro"))
-            return results
-        # 2. crops
-        micro_items = []
-        for i, ((_, image), res) in enumerate(zip(items, results)):
-            box_gen = gens[2 * i + 1]
-            res.box_text = box_gen.text
-            if DEFAULT_IMAGE_TOKEN in box_gen.text:  # replayed as history it would be an image marker
+        for qn in questions:
+            requests.append(self._request("macro", [(0, self.protocol.macro_prompt(qn.query))], [qn.image],
+                                          group=qn.group))
+            if box_too:  # continued by the micro turn (with the crop) and the scoring
+                requests.append(self._request("box", [(0, self.protocol.box_prompt(qn.query))], [qn.image],
+                                              group=qn.group, expect_turns=1))
+        gens = iter(self.engine.generate(requests))
+        for qn in questions:
+            res = qn.result
+            res.macro_raw = self.chat.answer_text(next(gens).token_ids)
+            res.macro_answer = self.protocol.parse_answer(res.macro_raw, qn.query)
+            if box_too:
+                box = next(gens)
+                res.box_text, qn.box_handle = self.chat.answer_text(box.token_ids), box.handle
+
+    def crops(self, questions: list[Question]) -> None:
+        """A crop per usable box; otherwise `fallback` says why there is none."""
+        cfg = self.config
+        for qn in questions:
+            res = qn.result
+            if DEFAULT_IMAGE_TOKEN in res.box_text:  # replayed as history it would be an image marker
                 res.fallback = IMAGE_TOKEN_IN_BOX
                 continue
             try:
-                box = boxes.parse_box(box_gen.text)
-                region = boxes.focus_region(box, image.width, image.height, pad=cfg.pad, square=cfg.square)
-                crop = boxes.crop(image, region)
+                box = boxes.parse_box(res.box_text)
+                region = boxes.focus_region(box, qn.image.width, qn.image.height, pad=cfg.pad, square=cfg.square)
+                qn.crop = boxes.crop(qn.image, region)
             except boxes.BoxError as e:
                 res.fallback = e.reason
                 continue
             res.box, res.crop = list(box), list(region)
-            micro_items.append((i, crop, box_gen.handle))
-        # 3. micro passes
-        micro_requests = [
-            GenerationRequest(
-                self.prompt(proto.micro_messages(items[i][0], results[i].box_text)),
-                [items[i][1], crop], self._params["micro"], i, parent=handle,
-            )
-            for i, crop, handle in micro_items
-        ]
-        micro_gens = self.engine.generate(micro_requests) if micro_requests else []
-        micro_of = {}
-        for (i, crop, _), gen in zip(micro_items, micro_gens):
-            q, res = items[i][0], results[i]
-            res.micro_raw = gen.text
-            res.micro_answer = proto.parse_answer(gen.text, q)
-            micro_of[i] = (crop, gen)
-        # 4. choose (scoring the candidates where the protocol asks)
-        decisions, scoring, owners = {}, [], []
-        for i, ((q, image), res) in enumerate(zip(items, results)):
-            decision = proto.decide(q, res.macro_answer, res.micro_answer, cfg.selection, box_error=res.fallback)
-            decisions[i] = decision
-            if not decision.needs_scoring:
-                continue
-            crop, gen = micro_of[i]
-            try:
-                for cand in decision.candidates:
-                    ids, labels = scoring_example(proto, q, res.box_text, cand, self.engine.tokenizer,
-                                                  cfg.conv_mode, cfg.selection)
-                    scoring.append(ScoringRequest(ids.tolist(), labels.tolist(), [image, crop], parent=gen.handle))
-                owners.append(i)
-            except ValueError as e:  # a candidate that cannot be tokenized/masked: macro stands
-                del scoring[len(owners) * 2 :]
-                res.error = f"scoring: {e}"
-                decisions[i] = proto.decide(q, res.macro_answer, None, cfg.selection, box_error="scoring_failed")
-        scores = self.engine.loglikelihood(scoring) if scoring else []
-        for k, i in enumerate(owners):
-            results[i].candidates = list(decisions[i].candidates)
-            results[i].losses = [scores[2 * k].loss, scores[2 * k + 1].loss]
-        for i, ((q, _), res) in enumerate(zip(items, results)):
-            try:
-                self._finish(res, q, decisions[i], res.losses)
-            except ValueError as e:  # a NaN loss (fp16 overflow): no choice; the macro answer stands
-                res.error = f"choose: {e}"
-                self._finish(res, q, proto.decide(q, res.macro_answer, None, cfg.selection, box_error="scoring_failed"))
-        return results
 
-    def _finish(self, res: FocusResult, q: FocusQuery, decision, losses=None) -> None:
-        res.answer, res.choice = self.protocol.pick(decision, losses)
-        res.text = self.protocol.final_text(res.answer, q)
+    def micro(self, questions: list[Question]) -> None:
+        """The micro pass of each question with a crop, continuing its box pass."""
+        requests = []
+        for qn in questions:
+            ids = self.chat.prompt_ids(self.protocol.micro_messages(qn.query, qn.result.box_text))
+            # The replayed box turn (before the crop's marker) may be labelled when scoring (focus.scoring).
+            crop_marker = len(ids) - 1 - ids[::-1].index(IMAGE_TOKEN_INDEX)
+            requests.append(GenerationRequest(ids, [qn.image, qn.crop], self._params["micro"],
+                                              parent=qn.box_handle, keep_logprobs=crop_marker))
+        for qn, gen in zip(questions, self.engine.generate(requests) if requests else []):
+            qn.result.micro_raw = self.chat.answer_text(gen.token_ids)
+            qn.result.micro_answer = self.protocol.parse_answer(qn.result.micro_raw, qn.query)
+            qn.micro_handle = gen.handle
+
+    def decide_and_score(self, questions: list[Question]) -> None:
+        """The protocol's decision; the two candidates scored where it asks for it."""
+        cfg = self.config
+        for qn in questions:
+            res = qn.result
+            qn.decision = self.protocol.decide(qn.query, res.macro_answer, res.micro_answer, cfg.selection,
+                                               box_error=res.fallback)
+            if qn.decision.needs_scoring:
+                try:
+                    qn.scoring = [self._scoring_request(qn, cand) for cand in qn.decision.candidates]
+                except CANDIDATE_ERRORS as e:
+                    self._scoring_failed(qn, f"scoring: {e}")
+        scored = [qn for qn in questions if qn.scoring]
+        scores = iter(self.engine.loglikelihood([req for qn in scored for req in qn.scoring]) if scored else [])
+        for qn in scored:
+            qn.result.candidates = list(qn.decision.candidates)
+            qn.result.losses = [next(scores).loss for _ in qn.scoring]
+
+    def choose(self, questions: list[Question]) -> None:
+        """The final answer; a NaN loss (fp16 overflow) cannot choose: the macro answer stands."""
+        for qn in questions:
+            res = qn.result
+            if qn.decision.needs_scoring and any(math.isnan(x) for x in res.losses):
+                self._scoring_failed(qn, f"choose: candidate loss is NaN: {res.losses!r}")
+            res.answer, res.choice = self.protocol.pick(qn.decision, res.losses)
+            res.text = self.protocol.final_text(res.answer, qn.query)
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _request(self, name: str, messages, images, **hints) -> GenerationRequest:
+        return GenerationRequest(self.chat.prompt_ids(messages), images, self._params[name], **hints)
+
+    def _scoring_request(self, qn: Question, candidate: str) -> ScoringRequest:
+        ids, labels = scoring_example(self.protocol, qn.query, qn.result.box_text, candidate, self.chat.tokenizer,
+                                      self.config.conv_mode, self.config.selection)
+        return ScoringRequest(ids.tolist(), labels.tolist(), [qn.image, qn.crop], parent=qn.micro_handle)
+
+    def _scoring_failed(self, qn: Question, error: str) -> None:
+        qn.result.error = error
+        qn.decision = Decision(SCORING_FAILED, answer=qn.result.macro_answer)

@@ -18,11 +18,18 @@ from transformers import CLIPVisionConfig, LlamaConfig, LlamaForCausalLM, LlamaM
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from dualfocus.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from dualfocus.mm_utils import process_images
 from dualfocus.model.projector import build_projector
 from dualfocus.model.vision_tower import CLIPVisionTower
 
-# transformers renamed LlamaModel's `past_key_values` to `cache` (5.2x); pass whichever it takes.
-CACHE_KWARG = "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+
+def cache_kwarg(forward) -> str:
+    """The name under which `forward` takes a KV cache: transformers renamed `past_key_values` to
+    `cache` (5.2x) in LlamaModel and its decoder layers alike; pass whichever it takes."""
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+CACHE_KWARG = cache_kwarg(LlamaModel.forward)
 
 
 class LlavaLlamaConfig(LlamaConfig):
@@ -85,16 +92,61 @@ class LlavaLlamaForCausalLM(LlamaForCausalLM):
             config.mm_projector_type, vision_config.hidden_size, config.hidden_size
         )
 
-    # -- the image-feature entry point (used by the engines) ------------------------------------
+    # -- the narrow interface the engines use (they never reach into `self.model`) -------------
     def get_vision_tower(self) -> CLIPVisionTower:
         return self.model.vision_tower
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) pixels -> (N, num_tokens, hidden) features in the language model's dtype."""
-        features = self.model.vision_tower(images.to(self.model.vision_tower.dtype))
+    @property
+    def num_image_tokens(self) -> int:
+        """Rows of features one image becomes (576 for CLIP ViT-L/14-336 patches)."""
+        return self.model.vision_tower.num_tokens
+
+    @property
+    def max_positions(self) -> int:
+        return self.config.max_position_embeddings
+
+    @property
+    def text_device(self) -> torch.device:
+        return self.model.embed_tokens.weight.device
+
+    def pixels(self, images, image_processor) -> torch.Tensor:
+        """PIL images -> (N, 3, H, W) in the vision tower's dtype and device (LLaVA's `process_images`)."""
+        vt = self.model.vision_tower
+        if not images:  # a text-only request: process_images cannot stack an empty list
+            size = vt.config.image_size
+            return torch.empty(0, 3, size, size, device=vt.device, dtype=vt.dtype)
+        return process_images(list(images), image_processor, self.config).to(vt.device, vt.dtype)
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) pixels -> (N, num_image_tokens, hidden) features in the language model's dtype."""
+        features = self.model.vision_tower(pixels.to(self.model.vision_tower.dtype))
         proj = self.model.mm_projector
         proj_dtype = next(proj.parameters()).dtype if any(True for _ in proj.parameters()) else features.dtype
         return proj(features.to(proj_dtype)).to(self.model.embed_tokens.weight.dtype)
+
+    encode_images = image_features  # LLaVA's name
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """(..., T) token ids (>= 0) -> (..., T, hidden)."""
+        return self.model.embed_tokens(ids)
+
+    @property
+    def decoder_layers(self):
+        return self.model.layers
+
+    def rotary(self, hidden: torch.Tensor, positions: torch.Tensor):
+        """(cos, sin) for `positions` (R, S), each (R, S, head_dim)."""
+        return self.model.rotary_emb(hidden, positions)
+
+    def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.norm(hidden)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)
+
+    def hidden_states(self, embeds: torch.Tensor, cache) -> torch.Tensor:
+        """The language model over (B, T, C) embeddings, continuing `cache` (updated in place)."""
+        return self.model(inputs_embeds=embeds, use_cache=True, **{CACHE_KWARG: cache}).last_hidden_state
 
     def splice_image_features(
         self, ids: torch.Tensor, features: list[torch.Tensor], labels: torch.Tensor | None = None

@@ -2,14 +2,15 @@
 
 `FocusResult.fallback` holds why the micro pass did not run (`dualfocus.boxes.BOX_ERROR_REASONS`
 and the pipeline's own reasons) and `FocusResult.choice` why the final answer is the one it is
-(`dualfocus.focus.protocols`); a choice without a micro pass reads ``no_micro: <fallback>``.
+(`dualfocus.focus.protocols`, or the pipeline's ``scoring_failed``); a choice without a micro pass
+reads ``no_micro: <fallback>``.
 """
 
 from __future__ import annotations
 
 from dualfocus import boxes
 from dualfocus.focus import protocols
-from dualfocus.focus.pipeline import IMAGE_TOKEN_IN_BOX, FocusResult
+from dualfocus.focus.pipeline import IMAGE_TOKEN_IN_BOX, SCORING_FAILED, FocusResult
 
 FALLBACKS = {
     boxes.NO_BOX: "the model wrote no box (fewer than four numbers)",
@@ -19,7 +20,6 @@ FALLBACKS = {
     boxes.DEGENERATE: "the box had no area (x2 = x1 or y2 = y1)",
     boxes.EMPTY_CROP: "no pixels were left in the crop",
     IMAGE_TOKEN_IN_BOX: "the box text held the <image> marker",
-    "scoring_failed": "the two answers could not be scored",
 }
 
 CHOICES = {
@@ -32,6 +32,7 @@ CHOICES = {
     protocols.SCORED_MACRO: "the answers differed; the whole image's answer had the lower loss",
     protocols.SCORED_MICRO: "the answers differed; the crop's answer had the lower loss",
     protocols.TIE_MACRO: "the answers differed and their losses were equal; the whole image's stands",
+    SCORING_FAILED: "the answers differed but could not be scored; the whole image's stands",
 }
 
 

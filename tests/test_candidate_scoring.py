@@ -1,4 +1,4 @@
-"""dualfocus.focus.scoring: what each rule labels, per benchmark, with the tiny tokenizer."""
+"""dualfocus.focus.scoring (candidate loss, the "PPL selection"): what each rule labels, per benchmark, with the tiny tokenizer."""
 
 import pytest
 

@@ -1,0 +1,150 @@
+"""The fast engine's device side: a KV buffer written in place, the tree masks, and the layer loop.
+
+The only module that calls transformers' decoder layers itself (their forward: hidden states,
+a 4-D additive attention mask, position ids and embeddings, and the cache object, whose
+`update` / `get_seq_length` `KVBuffer` implements). Everything else reaches the model through
+its narrow interface (`embed`, `rotary`, `decoder_layers`, `final_norm`, `logits`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dualfocus.engine.tree.plan import Patch, Step
+from dualfocus.model.llava_llama import cache_kwarg
+
+
+class KVBuffer:
+    """Per-layer K/V buffers (R, kv_heads, capacity, head_dim), written in place.
+
+    transformers' DynamicCache concatenates on every step, copying the whole cache each decode
+    step; here a forward writes its new columns into preallocated space and attention reads a
+    view. Capacity grows (one copy) only when a forward needs more than was reserved.
+    """
+
+    def __init__(self, n_layers: int, reserve: int):
+        self.keys: list[torch.Tensor | None] = [None] * n_layers
+        self.values: list[torch.Tensor | None] = [None] * n_layers
+        self.length = 0  # columns written by completed forwards
+        self.reserve = reserve  # capacity of the first allocation
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        """The attention layers' cache call: store the new (R, H, S, D) columns, return all so far."""
+        end = self.length + key_states.shape[2]
+        k, v = self.keys[layer_idx], self.values[layer_idx]
+        if k is None or end > k.shape[2]:
+            capacity = max(end, self.reserve) if k is None else end + 256  # 256: room for decode steps
+            k, v = _grow(k, key_states, capacity), _grow(v, value_states, capacity)
+            self.keys[layer_idx], self.values[layer_idx] = k, v
+        k[:, :, self.length : end] = key_states
+        v[:, :, self.length : end] = value_states
+        return k[:, :, :end], v[:, :, :end]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.length
+
+
+def _grow(old: torch.Tensor | None, like: torch.Tensor, capacity: int) -> torch.Tensor:
+    new = like.new_empty(like.shape[0], like.shape[1], capacity, like.shape[3])
+    if old is not None:
+        new[:, :, : old.shape[2]] = old
+    return new
+
+
+class StepTensors:
+    """A Step's host lists as (R, S) device tensors."""
+
+    def __init__(self, step: Step, n_image: int, device: torch.device):
+        units = [u for new in step.rows for u in new.units]
+        ints = [
+            [u if type(u) is int else 0 for u in units],  # token ids (0 under patches and unused columns)
+            [u.slot * n_image + u.index if type(u) is Patch else -1 for u in units],  # feature row, or -1
+            [b for new in step.rows for b in new.branch],
+            [p for new in step.rows for p in new.position],
+            [b for new in step.rows for b in new.before],
+        ]
+        shape = (5, len(step.rows), step.width)
+        self.token, self.patch, self.branch, self.position, self.before = (
+            torch.tensor(ints, dtype=torch.long, device=device).view(shape))
+
+
+class DeviceTree:
+    """The device half of one call: the KV buffer, what each branch sees, and the image features."""
+
+    def __init__(self, model, rows: int, reserve: int):
+        self.model, self.rows, self.device = model, rows, model.text_device
+        self.n_image = model.num_image_tokens
+        layers = model.decoder_layers
+        self.cache = KVBuffer(len(layers), reserve)
+        self.cache_kwarg = cache_kwarg(type(layers[0]).forward)
+        self.sees = torch.zeros(rows, 4, 0, dtype=torch.bool, device=self.device)  # (R, branches, columns)
+        self.features: torch.Tensor | None = None  # (slots * n_image, C)
+
+    def add_features(self, features: torch.Tensor) -> None:
+        """(N, n_image, C) features of the next N slots."""
+        flat = features.flatten(0, 1)
+        self.features = flat if self.features is None else torch.cat([self.features, flat])
+
+    def run(self, step: Step, n_branches: int) -> tuple[torch.Tensor, StepTensors]:
+        """The model over a step's new columns: hidden states (R, S, C) after the final norm."""
+        self._widen(step, n_branches)
+        t = StepTensors(step, self.n_image, self.device)
+        hidden = self._embed(t)
+        mask = self._mask(t, step.start, hidden.dtype)
+        rope = self.model.rotary(hidden, t.position)
+        for layer in self.model.decoder_layers:
+            out = layer(hidden, attention_mask=mask, position_ids=t.position, position_embeddings=rope,
+                        use_cache=True, **{self.cache_kwarg: self.cache})
+            hidden = out[0] if isinstance(out, tuple) else out
+        self.cache.length += step.width
+        return self.model.final_norm(hidden), t
+
+    def _widen(self, step: Step, n_branches: int) -> None:
+        """Grow `sees` by the step's columns (and branches as needed); set what each branch now sees."""
+        old = self.sees
+        if n_branches > old.shape[1] or step.width:
+            self.sees = old.new_zeros(self.rows, max(n_branches, old.shape[1]), step.start + step.width)
+            self.sees[:, : old.shape[1], : step.start] = old
+        if step.visible:
+            r = [row for row, _, cols in step.visible for _ in cols]
+            b = [branch for _, branch, cols in step.visible for _ in cols]
+            k = [col for _, _, cols in step.visible for col in cols]
+            idx = torch.tensor([r, b, k], dtype=torch.long, device=self.device)
+            self.sees[idx[0], idx[1], idx[2]] = True
+
+    def _embed(self, t: StepTensors) -> torch.Tensor:
+        emb = self.model.embed(t.token)  # (R, S, C)
+        if self.features is None:
+            return emb
+        image = self.features[t.patch.clamp(min=0)].to(emb.dtype)  # (R, S, C)
+        return torch.where((t.patch >= 0)[..., None], image, emb)
+
+    def _mask(self, t: StepTensors, start: int, dtype: torch.dtype) -> torch.Tensor:
+        """(R, 1, S, T+S) additive mask: new column s sees column k when k is on its branch's path
+        and k <= start + s; unused columns see only themselves (finite, and seen by no one)."""
+        R, S = t.branch.shape
+        rows = torch.arange(R, device=self.device)[:, None]
+        allowed = self.sees[rows, t.branch.clamp(min=0)]  # (R, S, T+S)
+        k = torch.arange(start + S, device=self.device)[None, None, :]
+        own = (start + torch.arange(S, device=self.device))[None, :, None]
+        allowed &= k <= own
+        allowed = torch.where((t.branch < 0)[:, :, None], (k == own).expand(R, S, start + S), allowed)
+        mask = torch.zeros(R, 1, S, start + S, dtype=dtype, device=self.device)
+        return mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+
+    def logprobs(self, hidden: torch.Tensor, t: StepTensors, step: Step) -> list[list[float]]:
+        """The step's log-probs per new column: the known ones, plus log p(token) for wanted
+        unknown text columns whose path predecessor is also new."""
+        lps = [new.lps for new in step.rows]
+        if not any(any(new.wanted) for new in step.rows):
+            return lps
+        known = torch.tensor(lps, device=self.device).view(t.token.shape)
+        wanted = torch.tensor([new.wanted for new in step.rows], device=self.device).view(t.token.shape)
+        text = (t.patch < 0) & (t.branch >= 0)
+        r, s = (wanted & text & (t.before >= 0) & known.isnan()).nonzero(as_tuple=True)
+        if len(r):
+            logits = self.model.logits(hidden[r, t.before[r, s]]).float()  # (N, V)
+            values = torch.log_softmax(logits, -1).gather(1, t.token[r, s][:, None]).squeeze(1)
+            for row, col, v in zip(r.tolist(), s.tolist(), values.tolist()):
+                lps[row][col] = v
+        return lps
