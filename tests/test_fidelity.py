@@ -32,9 +32,10 @@ import sentencepiece as spm
 from PIL import Image
 from side_env import required_env
 
+from dualfocus.benchmarks import BENCHMARK_NAMES as PROTOCOL_NAMES
+from dualfocus.benchmarks import get_protocol
 from dualfocus.constants import IGNORE_INDEX
 from dualfocus.conversation import SeparatorStyle, conv_templates
-from dualfocus.focus.protocols import PROTOCOL_NAMES, get_protocol
 from dualfocus.focus.scoring import original_scoring_prompt
 from dualfocus.mm_utils import process_images, tokenizer_image_token
 from dualfocus.model.image_processor import clip_image_processor
@@ -281,7 +282,7 @@ def test_tokenizer_loading_never_imports_protobuf(tiny_tokenizer_dir):
 
 def test_mmbench_empty_cells_as_the_release_decides(tmp_path):
     """Which MMBench cells are empty (no hint line, the options end): LLaVA's own is_none, run."""
-    from dualfocus.focus.protocols import is_empty_cell
+    from dualfocus.benchmarks.mmbench import is_empty_cell
 
     cells = [None, "__nan__", "nan", "NaN", "none", "None", "", " ", "  ", "\t", "x", "0", " nan"]
     ref = released({"mmbench_cells": cells}, tmp_path)["mmbench_is_none"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -94,22 +93,6 @@ def read_jsonl(path: str, problem: str = "not a JSON line",
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: {problem} ({e.msg}); {hint}") from e
     return records
-
-
-_LETTER_ONLY = re.compile(r"^\(?([A-Z])\)?[.:]?$")
-_LETTER_LEAD = re.compile(r"^\(?([A-Z])[.:)]\s")
-
-
-def parse_choice_letter(text: str, letters: str) -> str | None:
-    """The option letter a multiple-choice answer names, or None.
-
-    Accepts 'B', 'B.', '(B)', 'B:' and a leading 'B. text' / 'B) text'; the letter must be one of
-    `letters` (e.g. 'ABC' for a 3-option question). Anything else is not a choice."""
-    text = text.strip()
-    match = _LETTER_ONLY.match(text) or _LETTER_LEAD.match(text)
-    if match and match.group(1) in letters:
-        return match.group(1)
-    return None
 
 
 def default_output_json(result_path: str, suffix: str = "_score.json") -> str:
