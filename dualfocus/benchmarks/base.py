@@ -25,7 +25,7 @@ from typing import Any
 
 from PIL import Image
 
-from dualfocus.focus.protocols import IMAGE, FocusQuery, Protocol, RecordError, option_letter
+from dualfocus.focus.protocols import FocusQuery, Protocol, RecordError, option_letter
 from dualfocus.mm_utils import ImageLoadError, load_image
 
 # A gold answer: an option letter (multiple choice) or a list of accepted answers (free text).
@@ -222,68 +222,3 @@ def jsonable(value):
     if hasattr(value, "item") and callable(value.item) and not isinstance(value, (str, bytes)):
         return jsonable(value.item())  # numpy / torch scalars
     return value
-
-
-# -- reading records (the protocols' from_record) ------------------------------------------------
-_OPTION_LINE = re.compile(r"([A-Z])\. ?(.*)", re.DOTALL)
-
-
-def is_option_line(line: str) -> bool:
-    return _OPTION_LINE.fullmatch(line) is not None
-
-
-def record_field(record: Mapping, key: str, benchmark: str):
-    try:
-        return record[key]
-    except KeyError:
-        raise RecordError(
-            f"{benchmark} record {record.get('question_id', record.get('index'))!r} has no {key!r}"
-        ) from None
-
-
-def text_field(record: Mapping, key: str, benchmark: str) -> str:
-    """A field that must hold the question text: a string (null, a number or a list is a bad record)."""
-    value = record_field(record, key, benchmark)
-    if not isinstance(value, str):
-        qid = record.get("question_id", record.get("index"))
-        raise RecordError(f"{benchmark} record {qid!r}: {key!r} is {type(value).__name__} {value!r:.40}, "
-                          "expected the question text")
-    return value
-
-
-def check_no_image_token(text: str, benchmark: str, qid) -> None:
-    if IMAGE in text:
-        raise RecordError(f"{benchmark} record {qid!r}: the question text already contains {IMAGE!r}")
-
-
-def split_option_lines(lines: Sequence[str], benchmark: str, qid) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Option lines "A. red" -> (lines, texts); letters must run A, B, C, ..."""
-    if not lines:
-        raise RecordError(f"{benchmark} record {qid!r}: no option lines")
-    texts = []
-    for i, line in enumerate(lines):
-        match = _OPTION_LINE.fullmatch(line)
-        if match is None or match.group(1) != chr(ord("A") + i):
-            raise RecordError(
-                f"{benchmark} record {qid!r}: option line {i} is {line!r}, expected '{chr(65 + i)}. ...'"
-            )
-        texts.append(match.group(2))
-    return tuple(lines), tuple(texts)
-
-
-def option_lines(options: Sequence[str]) -> str:
-    """Typed options as a question file's lines: "A. red\nB. green"."""
-    return "\n".join(f"{chr(ord('A') + i)}. {text}" for i, text in enumerate(options))
-
-
-def require_options(name: str, options: Sequence[str] | None) -> Sequence[str]:
-    if not options:
-        raise ValueError(f"protocol {name!r} is multiple choice: give --options")
-    return options
-
-
-def free_form_query(protocol: Protocol, record: Mapping, question: str, instruction: str | None) -> FocusQuery:
-    """A free-form question whose `text` is asked, and stored as the prompt, as the record holds it."""
-    text = record["text"]
-    return FocusQuery(benchmark=protocol.name, question_id=record["question_id"], question=question, text=text,
-                      instruction=instruction, prompt=text, image=record.get("image"))

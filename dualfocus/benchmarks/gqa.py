@@ -18,7 +18,6 @@ GQA eval.py's: exact match against `answer` over the balanced questions, overall
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -26,32 +25,10 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
-from dualfocus.benchmarks.base import (
-    Benchmark,
-    Gold,
-    Layout,
-    check_no_image_token,
-    option_lines,
-    record_field,
-    register,
-    require_options,
-    split_option_lines,
-    text_field,
-)
+from dualfocus.benchmarks import records
+from dualfocus.benchmarks.base import Benchmark, Gold, Layout, register
+from dualfocus.eval import scoring_common as sc
 from dualfocus.eval.files import write_atomic
-from dualfocus.eval.scoring_common import (
-    CategoryScore,
-    answer_text,
-    check_unique,
-    cli_errors,
-    default_output_json,
-    format_table,
-    is_error,
-    qid_key,
-    read_jsonl,
-    tally,
-    write_json_atomic,
-)
 from dualfocus.focus.protocols import (
     IMAGE,
     OPTION_INSTRUCTION,
@@ -74,13 +51,11 @@ class GQAProtocol(Protocol):
     name = "gqa"
 
     def from_record(self, record: Mapping) -> FocusQuery:
-        qid = record_field(record, "question_id", self.name)
-        raw = text_field(record, "question" if "question" in record else "text", self.name)
-        check_no_image_token(raw, self.name, qid)
+        qid, raw = records.question_text(record, "question" if "question" in record else "text", self.name)
         lines = raw.split("\n")
         if lines[-1] == OPTION_INSTRUCTION:  # a LLaVA-style text that already carries it
             lines = lines[:-1]
-        options, option_texts = split_option_lines(lines[1:], self.name, qid)
+        options, option_texts = records.split_option_lines(lines[1:], self.name, qid)
         body = "\n".join(lines)
         return FocusQuery(benchmark=self.name, question_id=qid, question=lines[0], text=f"{body}\n{OPTION_INSTRUCTION}",
                           options=options, option_texts=option_texts, instruction=OPTION_INSTRUCTION,
@@ -116,7 +91,7 @@ class GQABenchmark(Benchmark):
         return super().gold(row, query)
 
     def typed_record(self, question: str, options) -> dict:
-        return {"question_id": "cli", "question": f"{question}\n{option_lines(require_options(self.name, options))}"}
+        return {"question_id": "cli", "question": f"{question}\n{records.option_lines(records.require_options(self.name, options))}"}
 
     def score_run(self, result_file: str, question_file: str, annotation_file: str | None, upload: str) -> dict:
         """GQA's eval.py reads data/testdev_balanced_predictions.json: one per run, beside its answers;
@@ -146,14 +121,14 @@ def question_options(question: dict) -> dict[str, str]:
 
 def load_options(path: str) -> dict[str, dict[str, str]]:
     """question_id -> letter -> option text, from a question jsonl."""
-    return {qid_key(q["question_id"]): question_options(q) for q in read_jsonl(path)}
+    return {sc.qid_key(q["question_id"]): question_options(q) for q in sc.read_jsonl(path)}
 
 
 def to_prediction(record: dict, options: dict[str, str] | None) -> tuple[str, str]:
     """(prediction text for GQA, how it was obtained: 'letter' | 'text' | 'error' | 'bad-letter')."""
-    if is_error(record):
+    if sc.is_error(record):
         return "", "error"
-    text = answer_text(record)
+    text = sc.answer_text(record)
     if options is None:  # no question file: options may travel in the record (LLaVA's MMBench runner does)
         options = question_options(record) if record.get("options") else None
     letter = option_letter(text, ALL_LETTERS)
@@ -171,7 +146,7 @@ def convert(records: list[dict], options: dict[str, dict[str, str]] | None) -> t
     """GQA prediction list and counts of how each prediction was obtained."""
     predictions, how = [], {}
     for record in records:
-        record_options = None if options is None else options.get(qid_key(record["question_id"]), {})
+        record_options = None if options is None else options.get(sc.qid_key(record["question_id"]), {})
         prediction, kind = to_prediction(record, record_options)
         how[kind] = how.get(kind, 0) + 1
         predictions.append({"questionId": record["question_id"], "prediction": prediction})
@@ -180,7 +155,7 @@ def convert(records: list[dict], options: dict[str, dict[str, str]] | None) -> t
 
 def score(predictions: list[dict], annotations: dict[str, dict]) -> dict:
     """GQA eval.py accuracy (exact match) over the balanced questions, with per-type tables."""
-    by_id = {qid_key(p["questionId"]): p["prediction"] for p in predictions}
+    by_id = {sc.qid_key(p["questionId"]): p["prediction"] for p in predictions}
     overall, structural, semantic, missing = [], [], [], 0
     for qid, question in annotations.items():
         if not question.get("isBalanced", True):
@@ -193,13 +168,13 @@ def score(predictions: list[dict], annotations: dict[str, dict]) -> dict:
             structural.append((types["structural"], right))
         if "semantic" in types:
             semantic.append((types["semantic"], right))
-    total = tally(overall)
+    total = sc.tally(overall)
     return {
         "accuracy": total[0].accuracy if total else 0.0,
         "n_questions": total[0].count if total else 0,
         "n_unanswered": missing,
-        "structural": [r.to_dict() for r in sorted(tally(structural), key=lambda r: r.name)],
-        "semantic": [r.to_dict() for r in sorted(tally(semantic), key=lambda r: r.name)],
+        "structural": [r.to_dict() for r in sorted(sc.tally(structural), key=lambda r: r.name)],
+        "semantic": [r.to_dict() for r in sorted(sc.tally(semantic), key=lambda r: r.name)],
     }
 
 
@@ -209,24 +184,21 @@ def report(result: dict) -> str:
         lines.append(f"note: {result['n_unanswered']} question(s) have no prediction and count as wrong")
     for kind in ("structural", "semantic"):
         if result[kind]:
-            lines += ["", format_table(f"Per {kind} type", [CategoryScore.from_dict(r) for r in result[kind]])]
+            lines += ["", sc.format_table(f"Per {kind} type", [sc.CategoryScore.from_dict(r) for r in result[kind]])]
     return "\n".join(lines)
 
 
-@cli_errors("convert_gqa_for_eval")
+@sc.cli_errors("convert_gqa_for_eval")
 def main(argv: list[str] | None = None) -> dict:
     """Map multiple-choice letters to GQA answers, write GQA's prediction file, optionally score it."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--src", required=True, help="merged answer jsonl")
-    parser.add_argument("--dst", required=True, help="GQA prediction json to write")
-    parser.add_argument("--questions", default=None, help="question jsonl holding each question's options")
-    parser.add_argument("--gqa-annotations", default=None, help="testdev_balanced_questions.json")
-    parser.add_argument("--output-json", default=None, help="default: <src stem>_score.json")
+    parser = sc.scorer_parser(main.__doc__, {"--src": "merged answer jsonl", "--dst": "GQA prediction json to write"},
+                              {"--questions": "question jsonl holding each question's options",
+                               "--gqa-annotations": "testdev_balanced_questions.json"}, "<src stem>_score.json")
     args = parser.parse_args(argv)
 
     options = load_options(args.questions) if args.questions else None
-    records = read_jsonl(args.src)
-    check_unique(records, lambda r: qid_key(r["question_id"]))
+    records = sc.read_jsonl(args.src)
+    sc.check_unique(records, lambda r: sc.qid_key(r["question_id"]))
     try:
         predictions, how = convert(records, options)
     except ValueError as e:
@@ -238,17 +210,17 @@ def main(argv: list[str] | None = None) -> dict:
               "n_errors": how.get("error", 0)}
     if args.gqa_annotations:
         with open(args.gqa_annotations, encoding="utf-8") as f:
-            annotations = {qid_key(k): v for k, v in json.load(f).items()}
+            annotations = {sc.qid_key(k): v for k, v in json.load(f).items()}
         result.update(score(predictions, annotations), gqa_annotations=args.gqa_annotations)
         print(report(result))
     if options is not None:
-        answered = {qid_key(r["question_id"]) for r in records}
+        answered = {sc.qid_key(r["question_id"]) for r in records}
         result["n_unanswered_questions"] = sum(q not in answered for q in options)
         if result["n_unanswered_questions"]:
             print(f"note: {result['n_unanswered_questions']} question(s) of {args.questions} have no answer record")
     if result["n_errors"]:
         print(f"note: {result['n_errors']} error record(s) count as wrong")
-    out = args.output_json or default_output_json(args.src)
-    write_json_atomic(out, result)
+    out = args.output_json or sc.default_output_json(args.src)
+    sc.write_json_atomic(out, result)
     print(f"scores written to {out}")
     return result

@@ -21,7 +21,6 @@ single-letter prompt that rarely matters.)
 
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import os
@@ -30,26 +29,10 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from dualfocus.benchmarks.base import (
-    Benchmark,
-    Layout,
-    check_no_image_token,
-    jsonable,
-    record_field,
-    register,
-)
+from dualfocus.benchmarks import records
+from dualfocus.benchmarks.base import Benchmark, Layout, jsonable, register
+from dualfocus.eval import scoring_common as sc
 from dualfocus.eval.files import write_bytes_atomic
-from dualfocus.eval.scoring_common import (
-    CategoryScore,
-    answer_text,
-    check_unique,
-    cli_errors,
-    format_table,
-    is_error,
-    qid_key,
-    read_jsonl,
-    write_json_atomic,
-)
 from dualfocus.focus.protocols import (
     BOX_REQUEST,
     COMBINE,
@@ -113,9 +96,9 @@ class MMBenchProtocol(Protocol):
         self.lang = lang
 
     def from_record(self, record: Mapping) -> FocusQuery:
-        qid = record_field(record, "index", self.name)
-        question = str(record_field(record, "question", self.name))
-        check_no_image_token(question, self.name, qid)
+        qid = records.record_field(record, "index", self.name)
+        question = str(records.record_field(record, "question", self.name))
+        records.check_no_image_token(question, self.name, qid)
         hint = record.get("hint")
         hint = None if is_empty_cell(hint) else str(hint)
         cells = option_cells(record)
@@ -234,13 +217,13 @@ def load_predictions(path: str) -> tuple[dict[str, str], int]:
     With LLaVA's --all-rounds a record per option rotation shares the question id; only round 0
     keeps the TSV's option order, so only it is comparable to the TSV's `answer` column."""
     predictions, errors = {}, 0
-    records = read_jsonl(path)
-    check_unique(records, lambda r: (qid_key(r["question_id"]), int(r.get("round_id") or 0)), "question/round")
+    records = sc.read_jsonl(path)
+    sc.check_unique(records, lambda r: (sc.qid_key(r["question_id"]), int(r.get("round_id") or 0)), "question/round")
     for record in records:
         if record.get("round_id", 0) not in (0, None):
             continue
-        errors += is_error(record)
-        predictions[qid_key(record["question_id"])] = answer_text(record)
+        errors += sc.is_error(record)
+        predictions[sc.qid_key(record["question_id"])] = sc.answer_text(record)
     return predictions, errors
 
 
@@ -255,7 +238,7 @@ def submission_frame(df: pd.DataFrame, predictions: dict[str, str]) -> pd.DataFr
     """
     out = df.drop(columns=[c for c in DROPPED_COLUMNS if c in df.columns])
     anchor = max((out.columns.get_loc(c) for c in OPTION_LETTERS if c in out.columns), default=len(out.columns) - 1)
-    preds = [predictions.get(qid_key(i)) for i in df["index"]]
+    preds = [predictions.get(sc.qid_key(i)) for i in df["index"]]
     out.insert(anchor + 1, "prediction", [_XLSX_ILLEGAL.sub("", p) if isinstance(p, str) else p for p in preds])
     return out
 
@@ -268,7 +251,7 @@ def score(df: pd.DataFrame, predictions: dict[str, str]) -> dict:
     """Vanilla and circular accuracy, overall and per category / l2-category."""
     right = {}
     for _, row in df.iterrows():
-        text = predictions.get(qid_key(row["index"]))
+        text = predictions.get(sc.qid_key(row["index"]))
         right[int(row["index"])] = text is not None and predicted_letter(text, option_cells(row)) == row["answer"]
     df = df.assign(_right=[right[int(i)] for i in df["index"]], _group=df["index"].astype(int) % CIRCULAR_STRIDE)
     vanilla_rows = df[df["index"].astype(int) < CIRCULAR_STRIDE]
@@ -282,7 +265,7 @@ def score(df: pd.DataFrame, predictions: dict[str, str]) -> dict:
         "n_questions": len(vanilla_rows),
         "n_rows": len(df),
         "n_groups": len(groups),
-        "n_unanswered_rows": int(sum(qid_key(i) not in predictions for i in df["index"])),
+        "n_unanswered_rows": int(sum(sc.qid_key(i) not in predictions for i in df["index"])),
         "categories": {},
     }
     for column in ("category", "l2-category"):
@@ -293,9 +276,9 @@ def score(df: pd.DataFrame, predictions: dict[str, str]) -> dict:
         result["categories"][column] = [
             {
                 "name": str(name),
-                "vanilla": CategoryScore(str(name), int(vanilla.loc[name, "size"]), float(vanilla.loc[name, "sum"])).to_dict()
+                "vanilla": sc.CategoryScore(str(name), int(vanilla.loc[name, "size"]), float(vanilla.loc[name, "sum"])).to_dict()
                 if name in vanilla.index else None,
-                "circular": CategoryScore(str(name), int(circular.loc[name, "size"]), float(circular.loc[name, "sum"])).to_dict(),
+                "circular": sc.CategoryScore(str(name), int(circular.loc[name, "size"]), float(circular.loc[name, "sum"])).to_dict(),
             }
             for name in circular.index
         ]
@@ -312,24 +295,20 @@ def report(result: dict) -> str:
     if result.get("n_errors"):
         lines.append(f"note: {result['n_errors']} error record(s) count as wrong")
     for column, entries in result["categories"].items():
-        rows = [CategoryScore.from_dict(e["vanilla"]) if e["vanilla"] else CategoryScore(e["name"]) for e in entries]
+        rows = [sc.CategoryScore.from_dict(e["vanilla"]) if e["vanilla"] else sc.CategoryScore(e["name"]) for e in entries]
         circular = [f"{e['circular']['accuracy']:.2f}" for e in entries]
         groups = [str(e["circular"]["count"]) for e in entries]
-        lines += ["", format_table(f"Per {column} (vanilla n/acc, circular groups/acc)", rows,
+        lines += ["", sc.format_table(f"Per {column} (vanilla n/acc, circular groups/acc)", rows,
                                    {"groups": groups, "circ(%)": circular})]
     return "\n".join(lines)
 
 
-@cli_errors("convert_mmbench_for_submission")
+@sc.cli_errors("convert_mmbench_for_submission")
 def main(argv: list[str] | None = None) -> dict:
     """Write the MMBench submission xlsx; score vanilla and circular accuracy when answers are known."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--annotation-file", required=True, help="MMBench TSV")
-    parser.add_argument("--result-dir", required=True, help="folder holding <experiment>.jsonl")
-    parser.add_argument("--upload-dir", required=True, help="folder for <experiment>.xlsx")
-    parser.add_argument("--experiment", required=True, help="answer file name without .jsonl")
-    parser.add_argument("--output-json", default=None, help="default: <result-dir>/<experiment>_score.json")
-    args = parser.parse_args(argv)
+    flags = {"--annotation-file": "MMBench TSV", "--result-dir": "folder holding <experiment>.jsonl",
+             "--upload-dir": "folder for <experiment>.xlsx", "--experiment": "answer file name without .jsonl"}
+    args = sc.scorer_parser(main.__doc__, flags, output_json="<result-dir>/<experiment>_score.json").parse_args(argv)
 
     df = pd.read_table(args.annotation_file)
     result_file = os.path.join(args.result_dir, f"{args.experiment}.jsonl")
@@ -352,6 +331,6 @@ def main(argv: list[str] | None = None) -> dict:
     if result["has_answers"]:
         print(report(result))
     out = args.output_json or os.path.join(args.result_dir, f"{args.experiment}_score.json")
-    write_json_atomic(out, result)
+    sc.write_json_atomic(out, result)
     print(f"scores written to {out}")
     return result

@@ -14,59 +14,34 @@ reported for SEED-Bench image is "image accuracy".
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Mapping
 from typing import Any
 
-from dualfocus.benchmarks.base import (
-    Benchmark,
-    Gold,
-    Layout,
-    check_no_image_token,
-    is_option_line,
-    option_lines,
-    record_field,
-    register,
-    require_options,
-    split_option_lines,
-    text_field,
-)
+from dualfocus.benchmarks import records
+from dualfocus.benchmarks.base import Benchmark, Gold, Layout, register
+from dualfocus.eval import scoring_common as sc
 from dualfocus.eval.files import write_lines_atomic
-from dualfocus.eval.scoring_common import (
-    CategoryScore,
-    answer_text,
-    check_unique,
-    cli_errors,
-    default_output_json,
-    format_table,
-    is_error,
-    qid_key,
-    read_jsonl,
-    write_json_atomic,
-)
 from dualfocus.focus.protocols import OPTION_INSTRUCTION, FocusQuery, Protocol
 
 
 class SeedProtocol(Protocol):
-    """``text`` = "question\nA. ...\nB. ...\nC. ...\nD. ...\nAnswer with the option's letter ...";
+    """``text`` = "question\\nA. ...\\nB. ...\\nC. ...\\nD. ...\\nAnswer with the option's letter ...";
     the wording is the base protocol's."""
 
     name = "seed"
 
     def from_record(self, record: Mapping) -> FocusQuery:
-        qid = record_field(record, "question_id", self.name)
-        text = text_field(record, "text", self.name)
-        check_no_image_token(text, self.name, qid)
+        qid, text = records.question_text(record, "text", self.name)
         lines = text.split("\n")
         rest = lines[1:]
         # The original took lines[1:-1] as options, silently losing the last option of a record
         # without the instruction line; we only drop a last line that is not an option.
         instruction = None
-        if rest and not is_option_line(rest[-1]):
+        if rest and not records.is_option_line(rest[-1]):
             instruction = rest[-1]
             rest = rest[:-1]
-        options, option_texts = split_option_lines(rest, self.name, qid)
+        options, option_texts = records.split_option_lines(rest, self.name, qid)
         return FocusQuery(benchmark=self.name, question_id=qid, question=lines[0], text=text, options=options,
                           option_texts=option_texts, instruction=instruction, prompt=text, image=record.get("image"))
 
@@ -90,7 +65,7 @@ class SeedBenchmark(Benchmark):
         return super().gold(row, query)
 
     def typed_record(self, question: str, options) -> dict:
-        lines = option_lines(require_options(self.name, options))
+        lines = records.option_lines(records.require_options(self.name, options))
         return {"question_id": "cli", "text": f"{question}\n{lines}\n{OPTION_INSTRUCTION}"}
 
     def score_run(self, result_file: str, question_file: str, annotation_file: str | None, upload: str) -> dict:
@@ -112,24 +87,24 @@ def _data_type_order(data_type: str) -> tuple[int, str]:
 
 def score(questions: list[dict], type_names: dict[int, str], results: dict[str, dict]) -> dict:
     """Per question type and per data type (image / video) accuracy of `results` (by question id)."""
-    per_type: dict[int, CategoryScore] = {}
-    per_data_type: dict[str, CategoryScore] = {}
+    per_type: dict[int, sc.CategoryScore] = {}
+    per_data_type: dict[str, sc.CategoryScore] = {}
     unanswered = {"image": 0, "video": 0}
     errors = 0
     for q in questions:
         type_id = int(q["question_type_id"])
         data_type = q.get("data_type", "image")
-        record = results.get(qid_key(q["question_id"]))
+        record = results.get(sc.qid_key(q["question_id"]))
         if record is None:
             unanswered[data_type] = unanswered.get(data_type, 0) + 1
-        elif is_error(record):
+        elif sc.is_error(record):
             errors += 1
-        right = float(record is not None and answer_text(record) == q["answer"])
+        right = float(record is not None and sc.answer_text(record) == q["answer"])
         name = type_names.get(type_id, str(type_id))
-        per_type.setdefault(type_id, CategoryScore(name)).add(right)
-        per_data_type.setdefault(data_type, CategoryScore(data_type)).add(right)
+        per_type.setdefault(type_id, sc.CategoryScore(name)).add(right)
+        per_data_type.setdefault(data_type, sc.CategoryScore(data_type)).add(right)
     type_rows = [per_type[t] for t in sorted(per_type)]
-    total = CategoryScore("total", sum(r.count for r in type_rows), sum(r.score for r in type_rows))
+    total = sc.CategoryScore("total", sum(r.count for r in type_rows), sum(r.score for r in type_rows))
     return {
         "benchmark": "seed_bench",
         "total_accuracy": total.accuracy,
@@ -155,9 +130,9 @@ def report(result: dict) -> str:
         lines.append(f"note: {n} {data_type} question(s) have no answer record and count as wrong")
     if result["n_errors"]:
         lines.append(f"note: {result['n_errors']} error record(s) count as wrong")
-    rows = [CategoryScore.from_dict(r) for r in result["question_types"]]
-    rows += [CategoryScore.from_dict(r) for r in result["data_types"]]
-    lines += ["", format_table("Per question type, then per data type", rows)]
+    rows = [sc.CategoryScore.from_dict(r) for r in result["question_types"]]
+    rows += [sc.CategoryScore.from_dict(r) for r in result["data_types"]]
+    lines += ["", sc.format_table("Per question type, then per data type", rows)]
     return "\n".join(lines)
 
 
@@ -165,26 +140,23 @@ def upload_records(questions: list[dict], results: dict[str, dict]) -> list[dict
     """One {'question_id', 'prediction'} per annotated question that has an answer record
     (LLaVA raises on a missing one, e.g. every video question of an image-only run)."""
     return [
-        {"question_id": q["question_id"], "prediction": answer_text(results[qid_key(q["question_id"])])}
+        {"question_id": q["question_id"], "prediction": sc.answer_text(results[sc.qid_key(q["question_id"])])}
         for q in questions
-        if qid_key(q["question_id"]) in results
+        if sc.qid_key(q["question_id"]) in results
     ]
 
 
-@cli_errors("convert_seed_for_submission")
+@sc.cli_errors("convert_seed_for_submission")
 def main(argv: list[str] | None = None) -> dict:
     """Score SEED-Bench answers per question type and write the submission jsonl."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--annotation-file", required=True, help="SEED-Bench.json")
-    parser.add_argument("--result-file", required=True, help="merged answer jsonl")
-    parser.add_argument("--result-upload-file", required=True, help="submission jsonl to write")
-    parser.add_argument("--output-json", default=None, help="default: <result-file stem>_score.json")
-    args = parser.parse_args(argv)
+    flags = {"--annotation-file": "SEED-Bench.json", "--result-file": "merged answer jsonl",
+             "--result-upload-file": "submission jsonl to write"}
+    args = sc.scorer_parser(main.__doc__, flags).parse_args(argv)
 
     questions, type_names = load_annotation(args.annotation_file)
-    records = read_jsonl(args.result_file)
-    check_unique(records, lambda r: qid_key(r["question_id"]))
-    results = {qid_key(r["question_id"]): r for r in records}
+    records = sc.read_jsonl(args.result_file)
+    sc.check_unique(records, lambda r: sc.qid_key(r["question_id"]))
+    results = {sc.qid_key(r["question_id"]): r for r in records}
     result = score(questions, type_names, results)
     result.update(annotation_file=args.annotation_file, result_file=args.result_file,
                   result_upload_file=args.result_upload_file)
@@ -193,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     upload = upload_records(questions, results)
     write_lines_atomic(args.result_upload_file, upload)  # never a truncated upload, even on a full disk
     print(f"\n{len(upload)} prediction(s) written to {args.result_upload_file}")
-    out = args.output_json or default_output_json(args.result_file)
-    write_json_atomic(out, result)
+    out = args.output_json or sc.default_output_json(args.result_file)
+    sc.write_json_atomic(out, result)
     print(f"scores written to {out}")
     return result

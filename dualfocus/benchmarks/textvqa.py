@@ -16,37 +16,15 @@ record's `prompt`. Unlike LLaVA, questions are counted, not records: each questi
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from dualfocus.benchmarks.base import (
-    Benchmark,
-    Gold,
-    Layout,
-    check_no_image_token,
-    free_form_query,
-    read_question_lines,
-    record_field,
-    register,
-    text_field,
-)
-from dualfocus.eval.scoring_common import (
-    CategoryScore,
-    ScoreInputError,
-    answer_text,
-    check_unique,
-    cli_errors,
-    default_output_json,
-    format_table,
-    is_error,
-    read_jsonl,
-    tally,
-    write_json_atomic,
-)
+from dualfocus.benchmarks import records
+from dualfocus.benchmarks.base import Benchmark, Gold, Layout, read_question_lines, register
+from dualfocus.eval import scoring_common as sc
 from dualfocus.eval.textvqa_eval import vqa_accuracy
 from dualfocus.focus.protocols import COMBINE, IMAGE, KNOWN_INSTRUCTIONS, SHORT_ANSWER, FocusQuery, Protocol
 
@@ -60,12 +38,10 @@ class TextVQAProtocol(Protocol):
     multiple_choice = False
 
     def from_record(self, record: Mapping) -> FocusQuery:
-        qid = record_field(record, "question_id", self.name)
-        text = text_field(record, "text", self.name)
-        check_no_image_token(text, self.name, qid)
+        qid, text = records.question_text(record, "text", self.name)
         lines = text.split("\n")
         instruction = lines[-1] if len(lines) > 1 and lines[-1] in KNOWN_INSTRUCTIONS else None
-        return free_form_query(self, record, lines[0], instruction)
+        return records.free_form_query(self, record, lines[0], instruction)
 
     def score_prompt(self, q: FocusQuery) -> str:
         # No space after the colon: the original's TextVQA wording, kept for fidelity.
@@ -152,9 +128,9 @@ def question_keys(question_file: str, by_image_question: dict) -> list[tuple[str
         try:
             key = (str(row["question_id"]), question_from_prompt(row["text"]))
         except (KeyError, TypeError, ValueError) as e:
-            raise ScoreInputError(f"{question_file}: question {row.get('question_id')!r} is unreadable ({e})") from e
+            raise sc.ScoreInputError(f"{question_file}: question {row.get('question_id')!r} is unreadable ({e})") from e
         if key not in by_image_question:
-            raise ScoreInputError(f"{question_file}: question {key!r} is not in the annotation file")
+            raise sc.ScoreInputError(f"{question_file}: question {key!r} is not in the annotation file")
         keys.append(key)
     return keys
 
@@ -169,8 +145,8 @@ def match_records(records: list[dict], by_image_question: dict, by_question_id: 
         except (KeyError, ValueError) as e:
             unmatched.append(f"{record.get('question_id')!r}: {e}")
     if unmatched:
-        raise ScoreInputError(f"{len(unmatched)} result record(s) match no annotation: " + "; ".join(unmatched[:20]))
-    check_unique([key for key, _ in keyed], lambda key: key)
+        raise sc.ScoreInputError(f"{len(unmatched)} result record(s) match no annotation: " + "; ".join(unmatched[:20]))
+    sc.check_unique([key for key, _ in keyed], lambda key: key)
     return dict(keyed)
 
 
@@ -178,18 +154,18 @@ def evaluate(annotation_file: str, result_file: str, question_file: str | None =
     """Score one result file over its questions (the question file's, else every annotated one):
     each question once; one without an answer record scores 0 and is counted."""
     by_image_question, by_question_id = load_annotations(annotation_file)
-    answered = match_records(read_jsonl(result_file), by_image_question, by_question_id)
+    answered = match_records(sc.read_jsonl(result_file), by_image_question, by_question_id)
     questions = question_keys(question_file, by_image_question) if question_file else list(by_image_question)
     extra = set(answered) - set(questions)
     if extra:
-        raise ScoreInputError(f"{len(extra)} record(s) answer questions not in {question_file}: {sorted(extra)[:20]}")
+        raise sc.ScoreInputError(f"{len(extra)} record(s) answer questions not in {question_file}: {sorted(extra)[:20]}")
     pairs = []
     for key in questions:
         record = answered.get(key)
-        score = vqa_accuracy(answer_text(record), by_image_question[key]["answers"]) if record is not None else 0.0
-        kind = "no answer record" if record is None else "error records" if is_error(record) else "answered"
+        score = vqa_accuracy(sc.answer_text(record), by_image_question[key]["answers"]) if record is not None else 0.0
+        kind = "no answer record" if record is None else "error records" if sc.is_error(record) else "answered"
         pairs.append((kind, score))
-    rows = tally(pairs)
+    rows = sc.tally(pairs)
     return {
         "benchmark": "textvqa",
         "experiment": os.path.splitext(os.path.basename(result_file))[0],
@@ -198,7 +174,7 @@ def evaluate(annotation_file: str, result_file: str, question_file: str | None =
         "question_file": question_file,
         "samples": len(pairs),
         "accuracy": 100.0 * sum(score for _, score in pairs) / len(pairs) if pairs else 0.0,
-        "n_errors": sum(is_error(r) for r in answered.values()),
+        "n_errors": sum(sc.is_error(r) for r in answered.values()),
         "n_unanswered": len(questions) - len(answered),
         "categories": [r.to_dict() for r in rows],
     }
@@ -210,22 +186,18 @@ def report(result: dict) -> str:
         lines.append(f"Error records (scored 0): {result['n_errors']}")
     if result["n_unanswered"]:
         lines.append(f"note: {result['n_unanswered']} question(s) have no answer record and count as wrong")
-    rows = [CategoryScore.from_dict(r) for r in result["categories"]]
-    lines += ["", format_table("Per category", rows)]
+    rows = [sc.CategoryScore.from_dict(r) for r in result["categories"]]
+    lines += ["", sc.format_table("Per category", rows)]
     return "\n".join(lines)
 
 
-@cli_errors("eval_textvqa")
+@sc.cli_errors("eval_textvqa")
 def main(argv: list[str] | None = None) -> list[dict]:
     """Score TextVQA answers with the official 10-annotator accuracy."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--annotation-file", required=True, help="TextVQA_0.5.1_val.json")
-    parser.add_argument("--result-file", default=None, help="merged answer jsonl")
-    parser.add_argument("--result-dir", default=None, help="score every *.jsonl in this folder (as LLaVA's)")
-    parser.add_argument("--output-json", default=None,
-                        help="default: <result file stem>_score.json beside each result file")
-    parser.add_argument("--question-file", default=None,
-                        help="the questions asked (LLaVA's jsonl); default: every question of the annotation file")
+    parser = sc.scorer_parser(main.__doc__, {"--annotation-file": "TextVQA_0.5.1_val.json"}, {
+        "--result-file": "merged answer jsonl", "--result-dir": "score every *.jsonl in this folder (as LLaVA's)",
+        "--question-file": "the questions asked (LLaVA's jsonl); default: every question of the annotation file"},
+        "<result file stem>_score.json beside each result file")
     args = parser.parse_args(argv)
     files = [args.result_file] if args.result_file else []
     if args.result_dir:
@@ -239,8 +211,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for result_file in files:
         result = evaluate(args.annotation_file, result_file, args.question_file)
         print(report(result))
-        out = args.output_json or default_output_json(result_file)
-        write_json_atomic(out, result)
+        out = args.output_json or sc.default_output_json(result_file)
+        sc.write_json_atomic(out, result)
         print(f"scores written to {out}\n")
         results.append(result)
     return results

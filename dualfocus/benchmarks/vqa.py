@@ -9,14 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dualfocus.benchmarks.base import (
-    Benchmark,
-    check_no_image_token,
-    free_form_query,
-    record_field,
-    register,
-    text_field,
-)
+from dualfocus.benchmarks import records
+from dualfocus.benchmarks.base import Benchmark, register
 from dualfocus.benchmarks.textvqa import TextVQAProtocol
 from dualfocus.focus.protocols import KNOWN_INSTRUCTIONS, FocusQuery, RecordError
 
@@ -31,9 +25,7 @@ class VQAProtocol(TextVQAProtocol):
     name = "vqa"
 
     def from_record(self, record: Mapping) -> FocusQuery:
-        qid = record_field(record, "question_id", self.name)
-        text = text_field(record, "text", self.name)
-        check_no_image_token(text, self.name, qid)
+        qid, text = records.question_text(record, "text", self.name)
         lines = text.split("\n")
         instruction = None
         if len(lines) > 1 and lines[-1].strip() in KNOWN_INSTRUCTIONS:
@@ -42,7 +34,7 @@ class VQAProtocol(TextVQAProtocol):
         question = "\n".join(lines).strip()
         if not question:
             raise RecordError(f"{self.name} record {qid!r}: empty question")
-        return free_form_query(self, record, question, instruction)
+        return records.free_form_query(self, record, question, instruction)
 
     def score_prompt(self, q: FocusQuery) -> str:
         return self.micro_prompt(q)

@@ -3,6 +3,7 @@ write the numbers to JSON atomically."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections import Counter
@@ -93,6 +94,18 @@ def read_jsonl(path: str, problem: str = "not a JSON line",
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: {problem} ({e.msg}); {hint}") from e
     return records
+
+
+def scorer_parser(description: str, required: Mapping[str, str], optional: Mapping[str, str] = {},  # noqa: B006
+                  output_json: str = "<result file stem>_score.json") -> argparse.ArgumentParser:
+    """A scorer CLI's parser: flag -> help for its required and optional flags, then --output-json."""
+    parser = argparse.ArgumentParser(description=description)
+    for flag, text in required.items():
+        parser.add_argument(flag, required=True, help=text)
+    for flag, text in optional.items():
+        parser.add_argument(flag, default=None, help=text)
+    parser.add_argument("--output-json", default=None, help=f"default: {output_json}")
+    return parser
 
 
 def default_output_json(result_path: str, suffix: str = "_score.json") -> str:
