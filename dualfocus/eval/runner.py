@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dualfocus.benchmarks import (
+    BENCHMARK_NAMES,
     Benchmark,
     ImageLoadError,
     RecordError,
@@ -531,7 +532,7 @@ def build_parser(benchmark: str | None, description: str | None = None):
     parser = argparse.ArgumentParser(description=description or run_eval.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     if benchmark is None:
-        parser.add_argument("--benchmark", default="vqa", choices=("seed", "gqa", "textvqa", "vqa"),
+        parser.add_argument("--benchmark", default="vqa", choices=BENCHMARK_NAMES,
                             help="question-file format and DualFocus protocol (default: vqa, a generic LLaVA jsonl)")
     add = parser.add_argument
     add("--model-path", required=True, help="checkpoint directory (or hub id)")
