@@ -105,6 +105,15 @@ def score(benchmark: str, merged: Path, data: Path) -> dict:
                                               str(merged.parent / "upload" / benchmark))
 
 
+def answer_shard(benchmark: str, model_path: str, data: Path, folder: Path, idx: int, **options) -> dict:
+    """One of the NUM_CHUNKS runner shards over the benchmark's demo question file; its run summary."""
+    question_file, annotation = FILES[benchmark]
+    return run_eval(benchmark, model_path, str(data / question_file), str(folder / f"{NUM_CHUNKS}_{idx}.jsonl"),
+                    image_folder=str(data / get_benchmark(benchmark).layout.demo_images), num_chunks=NUM_CHUNKS,
+                    chunk_idx=idx, progress=False, annotation_file=str(data / annotation) if annotation else None,
+                    **options, **({"all_rounds": False} if benchmark == "mmbench" else {}))
+
+
 def run_demo(output_dir: str = "demo_output", model_path: str | None = None, benchmarks: Sequence[str] = tuple(FILES),
              max_new_tokens: int = 32, batch_size: int = 4, device: str = "cpu", engine: str = "fast",
              data_dir: str | None = None) -> dict:
@@ -126,17 +135,11 @@ def run_demo(output_dir: str = "demo_output", model_path: str | None = None, ben
         shutil.rmtree(answers_root)  # the demo's own answers from an earlier run
     results = {}
     for benchmark in benchmarks:
-        question_file, annotation = FILES[benchmark]
+        question_file, _ = FILES[benchmark]
         folder = answers_root / benchmark / model_id
         print(f"\n=== {benchmark}: {data / question_file} ({NUM_CHUNKS} shards) ===", flush=True)
-        summaries = []
-        for idx in range(NUM_CHUNKS):
-            summaries.append(run_eval(
-                benchmark, model_path, str(data / question_file), str(folder / f"{NUM_CHUNKS}_{idx}.jsonl"),
-                image_folder=str(data), num_chunks=NUM_CHUNKS, chunk_idx=idx, max_new_tokens=max_new_tokens,
-                batch_size=batch_size, device=device, engine=engine, progress=False,
-                annotation_file=str(data / annotation) if annotation else None,
-                **({"all_rounds": False} if benchmark == "mmbench" else {})))
+        summaries = [answer_shard(benchmark, model_path, data, folder, idx, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size, device=device, engine=engine) for idx in range(NUM_CHUNKS)]
         shards = [str(folder / f"{NUM_CHUNKS}_{idx}.jsonl") for idx in range(NUM_CHUNKS)]
         records = merge.merge_answers(shards, merge.read_question_ids(str(data / question_file)))
         merged = folder / "merge.jsonl"

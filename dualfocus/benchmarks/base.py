@@ -50,7 +50,8 @@ class Layout:
     in the question file). ``annotations``: candidate annotation files under ``folder``, the first
     present wins. ``runner``: the ``python -m`` module and its fixed flags. ``whole_split``: a larger
     file LLaVA ships of which ``split`` is a subset (named when ``split`` is missing).
-    ``demo_split``: the question file's stem under ``playground/demo/<folder>`` (None: no demo data).
+    ``demo_split``: the question file's stem under ``playground/demo/<folder>`` (None: no demo data);
+    ``demo_images``: the folder under ``playground/demo`` its image paths are relative to.
     """
 
     folder: str
@@ -61,6 +62,7 @@ class Layout:
     runner: tuple[str, ...] = ("dualfocus.eval.model_vqa_loader",)
     whole_split: str | None = None
     demo_split: str | None = None
+    demo_images: str = ""
 
     def annotation_file(self, bench_dir: str) -> str | None:
         """The first candidate present under ``bench_dir``; else the first named (its scorer says it
