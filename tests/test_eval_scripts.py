@@ -24,11 +24,13 @@ from pathlib import Path
 
 import pytest
 
+from dualfocus.benchmarks.__main__ import SCRIPT_NAMES
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts" / "eval"
 SEED_FIXTURE = REPO / "tests" / "fixtures" / "seed" / "SEED-Bench.json"
 SPLIT = "llava-seed-bench-image"
-BENCHES = ("seed", "mmbench", "gqa", "textvqa")
+BENCHES = SCRIPT_NAMES  # every registered benchmark with a data layout has its two wrappers
 
 
 # -- data and environment ----------------------------------------------------------------------------
