@@ -32,7 +32,6 @@ import sentencepiece as spm
 from PIL import Image
 from side_env import required_env
 
-from dualfocus.benchmarks import BENCHMARK_NAMES as PROTOCOL_NAMES
 from dualfocus.benchmarks import get_protocol
 from dualfocus.constants import IGNORE_INDEX
 from dualfocus.conversation import SeparatorStyle, conv_templates
@@ -77,6 +76,7 @@ RECORDS = {
     "mmbench": {"index": 7, "question": "Which animal is bigger?", "hint": "Look at the left half.",
                 "A": "the cat", "B": "the dog", "C": "a box", "D": float("nan")},
 }
+PROTOCOL_NAMES = tuple(RECORDS)  # the release's protocols: the ones its code can be compared with
 BOX_TEXTS = ("[0.12, 0.34, 0.56, 0.78]", "[0.0, 0.0, 1.0, 1.0]", "The region is [0.5, 0.05, 0.95, 0.9].")
 CANDIDATES = {"seed": ("B", "C"), "gqa": ("left", "right"), "textvqa": ("STOP", "ahead"),
               "vqa": ("7", "the red sign"), "mmbench": ("A", "D")}

@@ -5,8 +5,7 @@ import math
 
 import pytest
 
-from dualfocus.benchmarks import BENCHMARK_NAMES as PROTOCOL_NAMES
-from dualfocus.benchmarks import get_protocol
+from dualfocus.benchmarks import BENCHMARK_NAMES, get_protocol
 from dualfocus.benchmarks.mmbench import mmbench_rotations
 from dualfocus.conversation import conv_templates
 from dualfocus.focus.protocols import (
@@ -27,6 +26,7 @@ from dualfocus.focus.protocols import (
     pick,
 )
 
+PROTOCOL_NAMES = ("seed", "mmbench", "gqa", "textvqa", "vqa")  # the release's protocols, pinned below
 BOX = "[0.1, 0.2, 0.3, 0.4]"
 SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
@@ -320,8 +320,8 @@ def test_focus_query_is_frozen_and_hashable():
 
 
 def test_registry():
-    assert PROTOCOL_NAMES == ("seed", "mmbench", "gqa", "textvqa", "vqa")
-    for name in PROTOCOL_NAMES:
+    assert BENCHMARK_NAMES[:5] == PROTOCOL_NAMES  # the release's, first; a new benchmark module adds its name
+    for name in BENCHMARK_NAMES:
         assert get_protocol(name).name == name
     with pytest.raises(ValueError, match="unknown benchmark"):
         get_protocol("pope")
