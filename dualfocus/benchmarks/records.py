@@ -8,11 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from dualfocus.focus.protocols import IMAGE, FocusQuery, Protocol, RecordError
 
-_OPTION_LINE = re.compile(r"([A-Z])\. ?(.*)", re.DOTALL)
-
-
-def is_option_line(line: str) -> bool:
-    return _OPTION_LINE.fullmatch(line) is not None
+OPTION_LINE = re.compile(r"([A-Z])\. ?(.*)", re.DOTALL)
 
 
 def record_field(record: Mapping, key: str, benchmark: str):
@@ -47,19 +43,31 @@ def check_no_image_token(text: str, benchmark: str, qid) -> None:
         raise RecordError(f"{benchmark} record {qid!r}: the question text already contains {IMAGE!r}")
 
 
-def split_option_lines(lines: Sequence[str], benchmark: str, qid) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Option lines "A. red" -> (lines, texts); letters must run A, B, C, ..."""
+def split_option_lines(lines: Sequence[str], benchmark: str, qid, pattern: re.Pattern = OPTION_LINE,
+                       shape: str = "{}. ...") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Option lines ("A. red"; ``pattern`` captures the letter and the text) -> (lines, texts); the
+    letters must run A, B, C, ..."""
     if not lines:
         raise RecordError(f"{benchmark} record {qid!r}: no option lines")
     texts = []
     for i, line in enumerate(lines):
-        match = _OPTION_LINE.fullmatch(line)
+        match = pattern.fullmatch(line)
         if match is None or match.group(1) != chr(ord("A") + i):
-            raise RecordError(
-                f"{benchmark} record {qid!r}: option line {i} is {line!r}, expected '{chr(65 + i)}. ...'"
-            )
+            raise RecordError(f"{benchmark} record {qid!r}: option line {i} is {line!r}, "
+                              f"expected '{shape.format(chr(65 + i))}'")
         texts.append(match.group(2))
     return tuple(lines), tuple(texts)
+
+
+def options_and_instruction(lines: Sequence[str], benchmark: str, qid, pattern: re.Pattern = OPTION_LINE,
+                            shape: str = "{}. ...") -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
+    """The lines after the question: option lines, then the answer-format instruction when the last
+    line is not an option. (LLaVA's SEED reader took lines[1:-1] as options, silently losing the last
+    option of a record without the instruction line.)"""
+    instruction = None
+    if lines and pattern.fullmatch(lines[-1]) is None:
+        instruction, lines = lines[-1], lines[:-1]
+    return (*split_option_lines(lines, benchmark, qid, pattern, shape), instruction)
 
 
 def option_lines(options: Sequence[str]) -> str:

@@ -34,14 +34,7 @@ class SeedProtocol(Protocol):
     def from_record(self, record: Mapping) -> FocusQuery:
         qid, text = records.question_text(record, "text", self.name)
         lines = text.split("\n")
-        rest = lines[1:]
-        # The original took lines[1:-1] as options, silently losing the last option of a record
-        # without the instruction line; we only drop a last line that is not an option.
-        instruction = None
-        if rest and not records.is_option_line(rest[-1]):
-            instruction = rest[-1]
-            rest = rest[:-1]
-        options, option_texts = records.split_option_lines(rest, self.name, qid)
+        options, option_texts, instruction = records.options_and_instruction(lines[1:], self.name, qid)
         return FocusQuery(benchmark=self.name, question_id=qid, question=lines[0], text=text, options=options,
                           option_texts=option_texts, instruction=instruction, prompt=text, image=record.get("image"))
 
