@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 # Registration: a benchmark module is listed here once; importing it registers its adapter.
-MODULES = ("seed", "mmbench", "gqa", "textvqa", "vqa")
+MODULES = ("seed", "mmbench", "gqa", "textvqa", "vqa", "vstar")
 for _module in MODULES:
     importlib.import_module(f"dualfocus.benchmarks.{_module}")
 
