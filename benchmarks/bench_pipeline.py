@@ -25,10 +25,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dualfocus.benchmarks import get_protocol  # noqa: E402
 from dualfocus.engine.fast import FastEngine  # noqa: E402
 from dualfocus.engine.reference import ReferenceEngine  # noqa: E402
 from dualfocus.focus.pipeline import DualFocus, FocusConfig  # noqa: E402
-from dualfocus.focus.protocols import get_protocol  # noqa: E402
 from dualfocus.model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM  # noqa: E402
 from dualfocus.model.tokenizer import load_tokenizer  # noqa: E402
 from dualfocus.tiny.checkpoint import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # noqa: E402

@@ -30,8 +30,9 @@ import torch
 from PIL import Image
 
 from dualfocus import boxes
+from dualfocus.benchmarks import get_protocol
 from dualfocus.conversation import default_conversation
-from dualfocus.focus.protocols import FocusQuery, get_protocol
+from dualfocus.focus.protocols import FocusQuery
 from dualfocus.mm_utils import process_images
 from dualfocus.preprocess import preprocess
 from dualfocus.tiny.checkpoint import TinySpec

@@ -2,9 +2,9 @@
 
 import pytest
 
+from dualfocus.benchmarks import get_protocol
 from dualfocus.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from dualfocus.conversation import conv_templates
-from dualfocus.focus.protocols import get_protocol
 from dualfocus.focus.scoring import ScoringError, original_scoring_prompt, scoring_example
 from dualfocus.mm_utils import tokenizer_image_token
 from dualfocus.model.tokenizer import load_tokenizer
@@ -178,7 +178,7 @@ def test_original_scoring_with_an_unk_after_a_special_token_is_a_named_masking_e
     """legacy: false on a vocabulary without the stripped piece: "</s>USER" -> <unk> = pad. The release's
     preprocess then masks every label (NaN loss, argmin -> the macro answer); ours raises, and the
     pipeline keeps the macro answer with the reason (docs/protocol.md, difference 16)."""
-    from dualfocus.focus.protocols import get_protocol
+    from dualfocus.benchmarks import get_protocol
     from dualfocus.focus.scoring import scoring_example
     from dualfocus.preprocess import LabelMaskingError
     from dualfocus.tiny.tokenizer import train_llama_tokenizer, write_tokenizer_configs

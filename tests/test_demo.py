@@ -28,13 +28,13 @@ def test_demo_with_the_random_checkpoint(tmp_path, capsys):
     result = demo.main(["--formats", "--output-dir", str(out), "--max_new_tokens", "8"])
     printed = capsys.readouterr().out
     assert "RANDOM WEIGHTS" in printed and "trace (macro, box, micro, choice, final, gold):" in printed
-    assert printed.count("  gold=") == 13  # every question of the 4 formats shows its answer
+    assert printed.count("  gold=") == 15  # every question of the 5 formats shows its answer
     assert "  gold=stop  " in printed and "  gold=green  " in printed  # TextVQA: two questions with id "sign"
     assert (out / "checkpoints" / demo.RANDOM_NAME / "config.json").is_file()
     assert (out / "checkpoints" / f"{demo.RANDOM_NAME}-clip").is_dir()
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["random_weights"] and set(summary["benchmarks"]) == set(demo.FILES)
-    expected = {"seed": 4, "mmbench": 3, "gqa": 3, "textvqa": 3}
+    expected = {"seed": 4, "mmbench": 3, "gqa": 3, "textvqa": 3, "vstar": 2}
     for bench, n in expected.items():
         entry = result["benchmarks"][bench]
         records = read_answer_file(entry["merged"])

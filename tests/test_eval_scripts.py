@@ -24,11 +24,13 @@ from pathlib import Path
 
 import pytest
 
+from dualfocus.benchmarks.__main__ import SCRIPT_NAMES
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts" / "eval"
 SEED_FIXTURE = REPO / "tests" / "fixtures" / "seed" / "SEED-Bench.json"
 SPLIT = "llava-seed-bench-image"
-BENCHES = ("seed", "mmbench", "gqa", "textvqa")
+BENCHES = SCRIPT_NAMES  # every registered benchmark with a data layout has its two wrappers
 
 
 # -- data and environment ----------------------------------------------------------------------------
@@ -234,6 +236,7 @@ def test_a_checkpoint_that_cannot_load_fails_the_script_without_scoring(seed_roo
     ("mmbench", "mmbench/mmbench_dev_20230712.tsv", None, "--single-pred-prompt"),
     ("gqa", "gqa/llava_gqa_testdev_balanced_mcq.jsonl", "gqa/data/images", None),
     ("textvqa", "textvqa/llava_textvqa_val_v051_ocr.jsonl", "textvqa/train_images", None),
+    ("vstar", "vstar_bench/test_questions.jsonl", "vstar_bench", "--benchmark vstar"),
 ])
 def test_each_benchmark_finds_its_files_in_llava_layout(bench, question_file, images, extra, tmp_path, stub):
     root = tmp_path / "data"
@@ -241,7 +244,8 @@ def test_each_benchmark_finds_its_files_in_llava_layout(bench, question_file, im
     (root / question_file).write_text("")
     out = run_script(f"eval_{bench}.sh", ["/c/ck"], script_env(root, **stub))
     call = stub_calls(stub)[0]
-    assert f"-m dualfocus.eval.model_vqa_{bench} " in call
+    runner = "model_vqa_loader" if bench == "vstar" else f"model_vqa_{bench}"  # LLaVA has no model_vqa_vstar
+    assert f"-m dualfocus.eval.{runner} " in call
     assert f"--question-file {root / question_file} " in call
     assert (f"--image-folder {root / images} " in call) if images else "--image-folder" not in call
     assert extra is None or extra in call
@@ -339,8 +343,9 @@ def test_a_killed_shard_fails_the_script_by_name_and_a_rerun_resumes(seed_root, 
 
 DEMO = REPO / "playground" / "demo"
 DEMO_SPLITS = {"seed": "llava-seed-bench", "mmbench": "mmbench_demo", "gqa": "llava_gqa_testdev_balanced_mcq",
-               "textvqa": "llava_textvqa_val_v051_ocr"}
-DEMO_SCORES = {"seed": "seed_bench", "mmbench": "mmbench", "gqa": "gqa", "textvqa": "textvqa"}
+               "textvqa": "llava_textvqa_val_v051_ocr", "vstar": "test_questions"}
+DEMO_SCORES = {"seed": "seed_bench", "mmbench": "mmbench", "gqa": "gqa", "textvqa": "textvqa", "vstar": "vstar_bench"}
+DEMO_IMAGES = {"vstar": "vstar_bench"}  # its release's image paths are relative to its own folder
 
 
 @pytest.mark.slow
@@ -349,6 +354,7 @@ DEMO_SCORES = {"seed": "seed_bench", "mmbench": "mmbench", "gqa": "gqa", "textvq
     "mmbench",
     "gqa",
     "textvqa",
+    "vstar",
 ])
 def test_every_benchmark_on_the_demo_data(bench, tmp_path, tiny_checkpoint):
     """The README's demo command: DATA_ROOT and IMAGE_FOLDER at (a copy of) playground/demo."""
@@ -356,7 +362,7 @@ def test_every_benchmark_on_the_demo_data(bench, tmp_path, tiny_checkpoint):
         pytest.skip("no demo data (python playground/demo/make_demo_data.py)")
     root = tmp_path / "demo"
     shutil.copytree(DEMO, root)
-    env = script_env(root, CHUNKS="2", IMAGE_FOLDER=str(root), SPLIT=DEMO_SPLITS[bench])
+    env = script_env(root, CHUNKS="2", IMAGE_FOLDER=str(root / DEMO_IMAGES.get(bench, "")), SPLIT=DEMO_SPLITS[bench])
     out = run_script(f"eval_{bench}.sh", [str(tiny_checkpoint)], env, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     adir = root / DEMO_SCORES[bench] / "answers" / DEMO_SPLITS[bench] / "llava"

@@ -32,9 +32,9 @@ import sentencepiece as spm
 from PIL import Image
 from side_env import required_env
 
+from dualfocus.benchmarks import get_protocol
 from dualfocus.constants import IGNORE_INDEX
 from dualfocus.conversation import SeparatorStyle, conv_templates
-from dualfocus.focus.protocols import PROTOCOL_NAMES, get_protocol
 from dualfocus.focus.scoring import original_scoring_prompt
 from dualfocus.mm_utils import process_images, tokenizer_image_token
 from dualfocus.model.image_processor import clip_image_processor
@@ -76,6 +76,7 @@ RECORDS = {
     "mmbench": {"index": 7, "question": "Which animal is bigger?", "hint": "Look at the left half.",
                 "A": "the cat", "B": "the dog", "C": "a box", "D": float("nan")},
 }
+PROTOCOL_NAMES = tuple(RECORDS)  # the release's protocols: the ones its code can be compared with
 BOX_TEXTS = ("[0.12, 0.34, 0.56, 0.78]", "[0.0, 0.0, 1.0, 1.0]", "The region is [0.5, 0.05, 0.95, 0.9].")
 CANDIDATES = {"seed": ("B", "C"), "gqa": ("left", "right"), "textvqa": ("STOP", "ahead"),
               "vqa": ("7", "the red sign"), "mmbench": ("A", "D")}
@@ -281,7 +282,7 @@ def test_tokenizer_loading_never_imports_protobuf(tiny_tokenizer_dir):
 
 def test_mmbench_empty_cells_as_the_release_decides(tmp_path):
     """Which MMBench cells are empty (no hint line, the options end): LLaVA's own is_none, run."""
-    from dualfocus.focus.protocols import is_empty_cell
+    from dualfocus.benchmarks.mmbench import is_empty_cell
 
     cells = [None, "__nan__", "nan", "NaN", "none", "None", "", " ", "  ", "\t", "x", "0", " nan"]
     ref = released({"mmbench_cells": cells}, tmp_path)["mmbench_is_none"]

@@ -14,12 +14,13 @@ import pytest
 from focus_model import CASES, MAX_NEW_TOKENS, case_image
 from PIL import Image
 
+from dualfocus.benchmarks import get_protocol
 from dualfocus.engine.base import Score
 from dualfocus.engine.fast import FastEngine
 from dualfocus.engine.reference import ReferenceEngine
 from dualfocus.focus import pipeline
 from dualfocus.focus.pipeline import DualFocus, FocusConfig, FocusResult
-from dualfocus.focus.protocols import BOX_REQUEST, get_protocol
+from dualfocus.focus.protocols import BOX_REQUEST
 from dualfocus.focus.scoring import ScoringError
 from dualfocus.focus.text import Chat
 

@@ -12,10 +12,11 @@ import pytest
 from fake_engine import FakeEngine, by_pass, by_text
 from PIL import Image
 
+from dualfocus.benchmarks import get_protocol
 from dualfocus.constants import IMAGE_TOKEN_INDEX
 from dualfocus.focus import pipeline
 from dualfocus.focus.pipeline import SCORING_FAILED, DualFocus, FocusConfig
-from dualfocus.focus.protocols import FocusQuery, get_protocol
+from dualfocus.focus.protocols import FocusQuery
 from dualfocus.model.tokenizer import load_tokenizer
 from dualfocus.preprocess import LabelMaskingError
 

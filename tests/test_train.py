@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
+from dualfocus.benchmarks import get_protocol
 from dualfocus.engine.fast import FastEngine
 from dualfocus.focus.pipeline import DualFocus, FocusConfig
-from dualfocus.focus.protocols import get_protocol
 from dualfocus.model.builder import load_pretrained_model
 from dualfocus.train.build_data import main as build_data
 from dualfocus.train.train import train

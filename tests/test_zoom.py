@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from dualfocus import boxes, demo
-from dualfocus.focus.protocols import get_protocol
+from dualfocus.benchmarks import get_protocol
 from dualfocus.zoom import bench
 from dualfocus.zoom.evaluate import evaluate, iou
 from dualfocus.zoom.scene import FONT, GLYPH_H, GLYPH_W, GLYPHS, IMAGE_SIZE, SIGN_COLOURS, Sign, draw_sign

@@ -1,135 +1,14 @@
-"""Score SEED-Bench answers and write the upload file; prints what LLaVA's converter prints.
+"""LLaVA's SEED-Bench scorer and upload writer; the code is `dualfocus.benchmarks.seed`.
 
     python -m dualfocus.eval.convert_seed_for_submission --annotation-file SEED-Bench.json \
         --result-file answers/merge.jsonl --result-upload-file upload/exp.jsonl [--output-json s.json]
-
-An answer is right when its `text` equals the annotation's letter exactly (as LLaVA compares).
-A question with no answer record, or with an error record, counts as wrong. Like LLaVA, the per-type
-lines and "Total accuracy" cover every question in the annotation (video included); the number
-reported for SEED-Bench image is "image accuracy".
 """
 
-from __future__ import annotations
-
-import argparse
-import json
 import sys
 
-from dualfocus.eval.files import write_lines_atomic
-from dualfocus.eval.scoring_common import (
-    CategoryScore,
-    answer_text,
-    check_unique,
-    cli_errors,
-    default_output_json,
-    format_table,
-    is_error,
-    qid_key,
-    read_jsonl,
-    write_json_atomic,
-)
+from dualfocus.benchmarks.seed import main
 
-
-def load_annotation(path: str) -> tuple[list[dict], dict[int, str]]:
-    """SEED-Bench.json -> (questions, question_type_id -> type name)."""
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    type_names = {int(type_id): name for name, type_id in data["question_type"].items()}
-    return data["questions"], type_names
-
-
-def _data_type_order(data_type: str) -> tuple[int, str]:
-    return ({"image": 0, "video": 1}.get(data_type, 2), data_type)
-
-
-def score(questions: list[dict], type_names: dict[int, str], results: dict[str, dict]) -> dict:
-    """Per question type and per data type (image / video) accuracy of `results` (by question id)."""
-    per_type: dict[int, CategoryScore] = {}
-    per_data_type: dict[str, CategoryScore] = {}
-    unanswered = {"image": 0, "video": 0}
-    errors = 0
-    for q in questions:
-        type_id = int(q["question_type_id"])
-        data_type = q.get("data_type", "image")
-        record = results.get(qid_key(q["question_id"]))
-        if record is None:
-            unanswered[data_type] = unanswered.get(data_type, 0) + 1
-        elif is_error(record):
-            errors += 1
-        right = float(record is not None and answer_text(record) == q["answer"])
-        name = type_names.get(type_id, str(type_id))
-        per_type.setdefault(type_id, CategoryScore(name)).add(right)
-        per_data_type.setdefault(data_type, CategoryScore(data_type)).add(right)
-    type_rows = [per_type[t] for t in sorted(per_type)]
-    total = CategoryScore("total", sum(r.count for r in type_rows), sum(r.score for r in type_rows))
-    return {
-        "benchmark": "seed_bench",
-        "total_accuracy": total.accuracy,
-        "image_accuracy": per_data_type["image"].accuracy if "image" in per_data_type else None,
-        "video_accuracy": per_data_type["video"].accuracy if "video" in per_data_type else None,
-        "n_questions": total.count,
-        "n_results": len(results),
-        "n_errors": errors,
-        "unanswered": {k: v for k, v in unanswered.items() if v},
-        "question_types": [{"type_id": t, **per_type[t].to_dict()} for t in sorted(per_type)],
-        # LLaVA prints image before video.
-        "data_types": [per_data_type[k].to_dict() for k in sorted(per_data_type, key=_data_type_order)],
-    }
-
-
-def report(result: dict) -> str:
-    """LLaVA's lines ('<type>: NN.NN%', 'Total accuracy', '<data type> accuracy'), then a table."""
-    lines = [f"{row['name']}: {row['accuracy']:.2f}%" for row in result["question_types"]]
-    lines.append(f"Total accuracy: {result['total_accuracy']:.2f}%")
-    for row in result["data_types"]:
-        lines.append(f"{row['name']} accuracy: {row['accuracy']:.2f}%")
-    for data_type, n in result["unanswered"].items():
-        lines.append(f"note: {n} {data_type} question(s) have no answer record and count as wrong")
-    if result["n_errors"]:
-        lines.append(f"note: {result['n_errors']} error record(s) count as wrong")
-    rows = [CategoryScore.from_dict(r) for r in result["question_types"]]
-    rows += [CategoryScore.from_dict(r) for r in result["data_types"]]
-    lines += ["", format_table("Per question type, then per data type", rows)]
-    return "\n".join(lines)
-
-
-def upload_records(questions: list[dict], results: dict[str, dict]) -> list[dict]:
-    """One {'question_id', 'prediction'} per annotated question that has an answer record
-    (LLaVA raises on a missing one, e.g. every video question of an image-only run)."""
-    return [
-        {"question_id": q["question_id"], "prediction": answer_text(results[qid_key(q["question_id"])])}
-        for q in questions
-        if qid_key(q["question_id"]) in results
-    ]
-
-
-@cli_errors("convert_seed_for_submission")
-def main(argv: list[str] | None = None) -> dict:
-    """Score SEED-Bench answers per question type and write the submission jsonl."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--annotation-file", required=True, help="SEED-Bench.json")
-    parser.add_argument("--result-file", required=True, help="merged answer jsonl")
-    parser.add_argument("--result-upload-file", required=True, help="submission jsonl to write")
-    parser.add_argument("--output-json", default=None, help="default: <result-file stem>_score.json")
-    args = parser.parse_args(argv)
-
-    questions, type_names = load_annotation(args.annotation_file)
-    records = read_jsonl(args.result_file)
-    check_unique(records, lambda r: qid_key(r["question_id"]))
-    results = {qid_key(r["question_id"]): r for r in records}
-    result = score(questions, type_names, results)
-    result.update(annotation_file=args.annotation_file, result_file=args.result_file,
-                  result_upload_file=args.result_upload_file)
-    print(report(result))
-
-    upload = upload_records(questions, results)
-    write_lines_atomic(args.result_upload_file, upload)  # never a truncated upload, even on a full disk
-    print(f"\n{len(upload)} prediction(s) written to {args.result_upload_file}")
-    out = args.output_json or default_output_json(args.result_file)
-    write_json_atomic(out, result)
-    print(f"scores written to {out}")
-    return result
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     main(sys.argv[1:])

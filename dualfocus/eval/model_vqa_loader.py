@@ -1,9 +1,10 @@
 """LLaVA's generic question-file runner: a jsonl of `question_id`, `image`, `text`, with DualFocus.
 
     python -m dualfocus.eval.model_vqa_loader --model-path CKPT --question-file Q --answers-file A \
-        [--benchmark vqa|seed|gqa|textvqa] [...]
+        [--benchmark NAME] [...]
 
-`--benchmark` picks the DualFocus protocol (default `vqa`: free-form answers); the other flags are
+`--benchmark` picks a registered benchmark (`python -m dualfocus.benchmarks names`; default `vqa`:
+a generic LLaVA jsonl, free-form answers): its question format and DualFocus protocol; the other flags are
 LLaVA's, see `dualfocus.eval.runner.run_eval` (the help text) for sharding, resume and errors.
 """
 

@@ -3,9 +3,9 @@ write the numbers to JSON atomically."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -88,20 +88,16 @@ def read_jsonl(path: str, problem: str = "not a JSON line",
         return [value for _, value in read_json_lines(f, lambda n, e: ValueError(f"{path}:{n}: {problem} ({e.msg}); {hint}"))]
 
 
-_LETTER_ONLY = re.compile(r"^\(?([A-Z])\)?[.:]?$")
-_LETTER_LEAD = re.compile(r"^\(?([A-Z])[.:)]\s")
-
-
-def parse_choice_letter(text: str, letters: str) -> str | None:
-    """The option letter a multiple-choice answer names, or None.
-
-    Accepts 'B', 'B.', '(B)', 'B:' and a leading 'B. text' / 'B) text'; the letter must be one of
-    `letters` (e.g. 'ABC' for a 3-option question). Anything else is not a choice."""
-    text = text.strip()
-    match = _LETTER_ONLY.match(text) or _LETTER_LEAD.match(text)
-    if match and match.group(1) in letters:
-        return match.group(1)
-    return None
+def scorer_parser(description: str, required: Mapping[str, str], optional: Mapping[str, str] = {},  # noqa: B006
+                  output_json: str = "<result file stem>_score.json") -> argparse.ArgumentParser:
+    """A scorer CLI's parser: flag -> help for its required and optional flags, then --output-json."""
+    parser = argparse.ArgumentParser(description=description)
+    for flag, text in required.items():
+        parser.add_argument(flag, required=True, help=text)
+    for flag, text in optional.items():
+        parser.add_argument(flag, default=None, help=text)
+    parser.add_argument("--output-json", default=None, help=f"default: {output_json}")
+    return parser
 
 
 def default_output_json(result_path: str, suffix: str = "_score.json") -> str:

@@ -1,4 +1,4 @@
-"""The DualFocus protocol, stated once per benchmark: prompts, answer parsing, and the choice.
+"""The DualFocus method, stated once: queries, prompts, answer parsing, and the choice table.
 
 For every question the pipeline runs
 
@@ -11,9 +11,11 @@ For every question the pipeline runs
                 candidates are scored (`dualfocus.focus.scoring`) and ``pick(decision, losses)``
                 keeps the one with the lower loss.
 
-The wording of every prompt is the original release's (``dualfocus/eval/model_vqa_{seed,mmbench,
-gqa,textvqa}.py``), pinned by ``tests/test_protocols.py``. Where the original has an evident bug
-we differ; ``docs/protocol.md`` lists each difference and the test that pins it.
+`Protocol` holds the defaults (SEED's wording, the plainest file of the original); each benchmark
+module in `dualfocus.benchmarks` defines its subclass next to its adapter: how a record becomes a
+`FocusQuery` and the few wordings it overrides. The wording of every prompt is the original
+release's, pinned by ``tests/test_protocols.py``. Where the original has an evident bug we differ;
+``docs/protocol.md`` lists each difference and the test that pins it.
 
 Messages are ``(role, text)`` pairs with role `USER` (0) or `ASSISTANT` (1), an index into a
 template's ``roles``.
@@ -59,9 +61,27 @@ SCORED_MACRO = "scored_macro"
 SCORED_MICRO = "scored_micro"
 TIE_MACRO = "tie_macro"  # equal losses: the macro answer, as the original's argmin
 
-_OPTION_LINE = re.compile(r"([A-Z])\. ?(.*)", re.DOTALL)
 _LETTER_ONLY = re.compile(r"\(?([A-Za-z])\)?[.:)]?")
 _LETTER_THEN_TEXT = re.compile(r"\(?([A-Za-z])(?:\)|[.:])\s+\S", re.DOTALL)
+
+
+def option_letter(text: str, letters: Sequence[str], option_texts: Sequence[str] = ()) -> str | None:
+    """The option a multiple-choice answer names, or None: the one rule every reader of answers uses
+    (the protocol's parsing, gold answers, the benchmarks' scorers, lmms-eval).
+
+    A lone letter ("a", "B.", "(c)", "D)", "B:") or a letter then ".", ")" or ":" and text ("B. dog",
+    "(b) dog") -> that letter, upper case, when it is one of ``letters``; else the exact text of an
+    option (case-insensitive, trailing "." ignored) -> its letter.
+    """
+    text = text.strip()
+    match = _LETTER_ONLY.fullmatch(text) or _LETTER_THEN_TEXT.match(text)
+    if match is not None and match.group(1).upper() in letters:
+        return match.group(1).upper()
+    folded = text.rstrip(".").strip().casefold()
+    for letter, option in zip(letters, option_texts):
+        if option.strip().rstrip(".").strip().casefold() == folded:
+            return letter
+    return None
 
 
 class RecordError(ValueError):
@@ -140,61 +160,8 @@ def pick(decision: Decision, losses: Sequence[float] | None = None) -> tuple[str
     return macro, TIE_MACRO
 
 
-def is_empty_cell(value) -> bool:
-    """An empty MMBench cell, exactly as LLaVA's ``is_none``: None, NaN, or "nan"/"none" in any case.
-
-    A cell of spaces (or "") is content to the release: a hint line of its own, or an option
-    ("D.  ") that counts. We keep that (docs/protocol.md, "MMBench cells"); pandas reads an empty
-    TSV cell as NaN, so only hand-made files hold such cells.
-    """
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and value.lower() in ("nan", "none")
-
-
-def _field(record: Mapping, key: str, benchmark: str):
-    try:
-        return record[key]
-    except KeyError:
-        raise RecordError(
-            f"{benchmark} record {record.get('question_id', record.get('index'))!r} has no {key!r}"
-        ) from None
-
-
-def _text_field(record: Mapping, key: str, benchmark: str) -> str:
-    """A field that must hold the question text: a string (null, a number or a list is a bad record)."""
-    value = _field(record, key, benchmark)
-    if not isinstance(value, str):
-        qid = record.get("question_id", record.get("index"))
-        raise RecordError(f"{benchmark} record {qid!r}: {key!r} is {type(value).__name__} {value!r:.40}, "
-                          "expected the question text")
-    return value
-
-
-def _check_no_image_token(text: str, benchmark: str, qid) -> None:
-    if IMAGE in text:
-        raise RecordError(f"{benchmark} record {qid!r}: the question text already contains {IMAGE!r}")
-
-
-def _split_option_lines(lines: Sequence[str], benchmark: str, qid) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Option lines "A. red" -> (lines, texts); letters must run A, B, C, ..."""
-    if not lines:
-        raise RecordError(f"{benchmark} record {qid!r}: no option lines")
-    texts = []
-    for i, line in enumerate(lines):
-        match = _OPTION_LINE.fullmatch(line)
-        if match is None or match.group(1) != chr(ord("A") + i):
-            raise RecordError(
-                f"{benchmark} record {qid!r}: option line {i} is {line!r}, expected '{chr(65 + i)}. ...'"
-            )
-        texts.append(match.group(2))
-    return tuple(lines), tuple(texts)
-
-
 class Protocol:
-    """One benchmark's prompts and rules. Subclasses set the class attributes and `from_record`.
+    """The method's prompts and rules. A benchmark's subclass sets the class attributes and `from_record`.
 
     The defaults are SEED's (the plainest file of the original); each subclass overrides only what
     its original file does differently.
@@ -209,7 +176,7 @@ class Protocol:
     # that prompt ends with "ASSISTANT:"; the others end with the separator after the question.
     score_turn_open: bool = False
 
-    # -- reading records -------------------------------------------------------------------------
+    # -- reading records (each benchmark module's subclass, `dualfocus.benchmarks`) ----------------
     def from_record(self, record: Mapping) -> FocusQuery:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -258,18 +225,13 @@ class Protocol:
         text = raw_text.strip().strip("\n").strip(".").strip()
         if not self.multiple_choice or not text:
             return text
-        letters = q.letters
-        match = _LETTER_ONLY.fullmatch(text) or _LETTER_THEN_TEXT.match(text)
-        if match is not None and match.group(1).upper() in letters:
-            return match.group(1).upper()
-        folded = text.casefold()
-        for letter, option in zip(letters, q.option_texts):
-            if option.strip().rstrip(".").strip().casefold() == folded:
-                return letter
+        letter = option_letter(text, q.letters, q.option_texts)
+        if letter is not None:
+            return letter
         if len(text) > 1:
             targets = q.options if self.match_option_lines else q.option_texts
             lowered = text.lower()
-            for letter, target in zip(letters, targets):
+            for letter, target in zip(q.letters, targets):
                 target = target.lower()
                 if target and (lowered in target or target in lowered):
                     return letter
@@ -343,276 +305,3 @@ class Protocol:
 
     def pick(self, decision: Decision, losses: Sequence[float] | None = None) -> tuple[str, str]:
         return pick(decision, losses)
-
-
-class SeedProtocol(Protocol):
-    """SEED-Bench (image): LLaVA's ``llava-seed-bench-image.jsonl`` lines.
-
-    ``text`` = "question\\nA. ...\\nB. ...\\nC. ...\\nD. ...\\nAnswer with the option's letter ...".
-    """
-
-    name = "seed"
-
-    def from_record(self, record: Mapping) -> FocusQuery:
-        qid = _field(record, "question_id", self.name)
-        text = _text_field(record, "text", self.name)
-        _check_no_image_token(text, self.name, qid)
-        lines = text.split("\n")
-        rest = lines[1:]
-        # The original took lines[1:-1] as options, silently losing the last option of a record
-        # without the instruction line; we only drop a last line that is not an option.
-        instruction = None
-        if rest and _OPTION_LINE.fullmatch(rest[-1]) is None:
-            instruction = rest[-1]
-            rest = rest[:-1]
-        options, option_texts = _split_option_lines(rest, self.name, qid)
-        return FocusQuery(
-            benchmark=self.name,
-            question_id=qid,
-            question=lines[0],
-            text=text,
-            options=options,
-            option_texts=option_texts,
-            instruction=instruction,
-            prompt=text,
-            image=record.get("image"),
-        )
-
-
-class GQAProtocol(Protocol):
-    """GQA as multiple choice, DualFocus's version (``llava_gqa_testdev_balanced_mcq.jsonl``).
-
-    Records hold ``question`` = "question\\nA. ...\\nB. ..." (the original reads that key; a
-    LLaVA-style ``text`` key is accepted too). The instruction line is appended by the protocol.
-    The answer record's "text" is the chosen option's text, as the original writes it.
-    """
-
-    name = "gqa"
-
-    def from_record(self, record: Mapping) -> FocusQuery:
-        qid = _field(record, "question_id", self.name)
-        raw = _text_field(record, "question" if "question" in record else "text", self.name)
-        _check_no_image_token(raw, self.name, qid)
-        lines = raw.split("\n")
-        if lines[-1] == OPTION_INSTRUCTION:  # a LLaVA-style text that already carries it
-            lines = lines[:-1]
-        options, option_texts = _split_option_lines(lines[1:], self.name, qid)
-        body = "\n".join(lines)
-        return FocusQuery(
-            benchmark=self.name,
-            question_id=qid,
-            question=lines[0],
-            text=f"{body}\n{OPTION_INSTRUCTION}",
-            options=options,
-            option_texts=option_texts,
-            instruction=OPTION_INSTRUCTION,
-            prompt=lines[0],
-            image=record.get("image"),
-        )
-
-    def score_prompt(self, q: FocusQuery) -> str:
-        return f"{IMAGE}\n{q.question}\n{SHORT_ANSWER}."
-
-    def final_text(self, answer: str, q: FocusQuery) -> str:
-        return self.candidate_text(answer, q) if self.is_valid(answer, q) else answer
-
-
-class TextVQAProtocol(Protocol):
-    """TextVQA: LLaVA's ``llava_textvqa_val_v051_ocr.jsonl`` lines.
-
-    ``text`` = "question\\nReference OCR token: ...\\nAnswer the question using a single word or
-    phrase."; the box request asks the first line only. Free form: both answers are scored.
-    """
-
-    name = "textvqa"
-    multiple_choice = False
-
-    def from_record(self, record: Mapping) -> FocusQuery:
-        qid = _field(record, "question_id", self.name)
-        text = _text_field(record, "text", self.name)
-        _check_no_image_token(text, self.name, qid)
-        lines = text.split("\n")
-        instruction = lines[-1] if len(lines) > 1 and lines[-1] in KNOWN_INSTRUCTIONS else None
-        return FocusQuery(
-            benchmark=self.name,
-            question_id=qid,
-            question=lines[0],
-            text=text,
-            instruction=instruction,
-            prompt=text,
-            image=record.get("image"),
-        )
-
-    def score_prompt(self, q: FocusQuery) -> str:
-        # No space after the colon: the original's TextVQA wording, kept for fidelity.
-        return f"{IMAGE}\n{COMBINE}{q.question}\n{SHORT_ANSWER}"
-
-
-class VQAProtocol(TextVQAProtocol):
-    """A generic LLaVA question file (``question_id``, ``image``, ``text``): free-form answers.
-
-    TextVQA's wording, without OCR assumptions: the question is the whole text less a trailing
-    answer-format line (LLaVA's files end with one, e.g. "Answer the question using a single word
-    or phrase."), so a multi-line question reaches the box request whole. Candidates are scored
-    under the micro question exactly as asked (no added short-answer wording: a generic question
-    may want a long answer).
-    """
-
-    name = "vqa"
-
-    def from_record(self, record: Mapping) -> FocusQuery:
-        qid = _field(record, "question_id", self.name)
-        text = _text_field(record, "text", self.name)
-        _check_no_image_token(text, self.name, qid)
-        lines = text.split("\n")
-        instruction = None
-        if len(lines) > 1 and lines[-1].strip() in KNOWN_INSTRUCTIONS:
-            instruction = lines[-1]
-            lines = lines[:-1]
-        question = "\n".join(lines).strip()
-        if not question:
-            raise RecordError(f"{self.name} record {qid!r}: empty question")
-        return FocusQuery(
-            benchmark=self.name,
-            question_id=qid,
-            question=question,
-            text=text,
-            instruction=instruction,
-            prompt=text,
-            image=record.get("image"),
-        )
-
-    def score_prompt(self, q: FocusQuery) -> str:
-        return self.micro_prompt(q)
-
-
-class MMBenchProtocol(Protocol):
-    """MMBench: TSV rows (``index``, ``question``, ``hint``, ``A``..``D``, base64 ``image``, ...).
-
-    The hint goes first ("hint\\nquestion"); options follow as "A. text" lines; the instruction
-    "Answer with the option's letter from the given choices directly." is appended. The original
-    appended it whether or not ``--single-pred-prompt`` was given (its scripts always give it);
-    ``single_pred_prompt=False`` leaves it out, ``lang="cn"`` uses LLaVA's Chinese line.
-    Options stop at the first empty cell (2- and 3-option questions). "nan" hints are dropped.
-    """
-
-    name = "mmbench"
-    match_option_lines = False
-    score_turn_open = True
-
-    def __init__(self, single_pred_prompt: bool = True, lang: str = "en"):
-        if lang not in ("en", "cn"):
-            raise ValueError(f"lang must be 'en' or 'cn', got {lang!r}")
-        self.single_pred_prompt = single_pred_prompt
-        self.lang = lang
-
-    def from_record(self, record: Mapping) -> FocusQuery:
-        qid = _field(record, "index", self.name)
-        question = str(_field(record, "question", self.name))
-        _check_no_image_token(question, self.name, qid)
-        hint = record.get("hint")
-        hint = None if is_empty_cell(hint) else str(hint)
-        option_texts = []
-        for letter in ("A", "B", "C", "D"):
-            value = record.get(letter)
-            if is_empty_cell(value):
-                break
-            option_texts.append(str(value))  # pandas may read an all-number option column as numbers
-        if not option_texts:
-            raise RecordError(f"{self.name} record {qid!r}: no options (column A is empty)")
-        letters = tuple(chr(ord("A") + i) for i in range(len(option_texts)))
-        options = tuple(f"{letter}. {text}" for letter, text in zip(letters, option_texts))
-        context_question = f"{hint}\n{question}" if hint is not None else question
-        text = "\n".join((context_question, *options))
-        instruction = None
-        if self.single_pred_prompt:
-            instruction = OPTION_INSTRUCTION if self.lang == "en" else OPTION_INSTRUCTION_CN
-            text = f"{text}\n{instruction}"
-        extra = {
-            k: record[k] for k in ("answer", "category", "l2-category", "split", "source") if k in record
-        }
-        extra["round_id"] = record.get("round_id", 0)
-        extra["options"] = list(option_texts)
-        extra["option_char"] = list(record.get("option_char", letters))
-        return FocusQuery(
-            benchmark=self.name,
-            question_id=qid,
-            question=question,
-            text=text,
-            options=options,
-            option_texts=tuple(option_texts),
-            hint=hint,
-            instruction=instruction,
-            prompt=question,
-            image=record.get("image"),
-            image_base64=True,
-            extra=extra,
-        )
-
-    def _context_question(self, q: FocusQuery) -> str:
-        return f"{q.hint}\n{q.question}" if q.hint is not None else q.question
-
-    def box_prompt(self, q: FocusQuery) -> str:
-        return f"{IMAGE}\n{self._context_question(q)}\n{BOX_REQUEST}."
-
-    def micro_box_prompt(self, q: FocusQuery) -> str:
-        # The original rebuilt this turn as "<image>\n{hint}\n..." with the raw hint, printing "nan"
-        # for questions without one; we drop the hint line then.
-        if q.hint is None:
-            return super().box_prompt(q)
-        return f"{IMAGE}\n{q.hint}\n{BOX_REQUEST}: {q.question}"
-
-    def score_prompt(self, q: FocusQuery) -> str:
-        return f"{IMAGE}\n{COMBINE} {self._context_question(q)} {SHORT_ANSWER}."
-
-
-def mmbench_rotations(row: Mapping) -> list[dict]:
-    """LLaVA's ``--all-rounds``: one row per rotation of the options, as ``model_vqa_mmbench`` asks them.
-
-    Round k shows the options rotated left by k under the same letters (round 1 of A=cat, B=dog,
-    C=cow asks A=dog, B=cow, C=cat). As in LLaVA, ``index`` is unchanged and ``round_id`` = k
-    tells the rounds apart (LLaVA does not offset the index; MMBench's own circular TSVs carry
-    their rotations as separate rows at index + k * 1_000_000). ``option_char`` is LLaVA's rotated
-    letter list, and ``answer``, when present, is moved to the letter its option now has.
-    """
-    letters = []
-    for letter in ("A", "B", "C", "D"):
-        if is_empty_cell(row.get(letter)):
-            break
-        letters.append(letter)
-    texts = [row[letter] for letter in letters]
-    n = len(letters)
-    rows = []
-    for k in range(max(n, 1)):
-        new = dict(row)
-        for i, letter in enumerate(letters):
-            new[letter] = texts[(i + k) % n]
-        new["round_id"] = k
-        new["option_char"] = letters[k:] + letters[:k]
-        answer = row.get("answer")
-        if isinstance(answer, str) and answer in letters:
-            new["answer"] = letters[(letters.index(answer) - k) % n]
-        rows.append(new)
-    return rows
-
-
-_PROTOCOLS = {
-    "seed": SeedProtocol,
-    "mmbench": MMBenchProtocol,
-    "gqa": GQAProtocol,
-    "textvqa": TextVQAProtocol,
-    "vqa": VQAProtocol,
-}
-PROTOCOL_NAMES = tuple(_PROTOCOLS)
-
-
-def get_protocol(name: str, **options) -> Protocol:
-    """The protocol for a benchmark: "seed", "mmbench", "gqa", "textvqa" or "vqa".
-
-    ``options`` go to the protocol (MMBench: ``single_pred_prompt``, ``lang``).
-    """
-    try:
-        cls = _PROTOCOLS[name]
-    except KeyError:
-        raise ValueError(f"unknown benchmark {name!r}; choose one of {PROTOCOL_NAMES}") from None
-    return cls(**options)

@@ -11,7 +11,7 @@ beside it, the answers and the choice below (`dualfocus.serve.visualize`).
 With --options the question is multiple choice, asked as SEED-Bench asks it (options "A. red",
 ..., then "Answer with the option's letter from the given choices directly."); without, as a
 free-form question (protocol "vqa"; "textvqa" for a TextVQA-style question text with its OCR
-line). Prompts, parsing and the choice are the benchmarks' (`dualfocus.focus.protocols`).
+line). Prompts, parsing and the choice are the benchmarks' (`dualfocus.benchmarks`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from dualfocus.benchmarks import REGISTRY, get_benchmark, get_protocol
 from dualfocus.engine import ENGINE_NAMES, build_engine
 from dualfocus.focus.pipeline import MODES, DualFocus, FocusConfig, FocusResult
-from dualfocus.focus.protocols import OPTION_INSTRUCTION, SELECTIONS, FocusQuery, get_protocol
+from dualfocus.focus.protocols import SELECTIONS, FocusQuery
 
-PROTOCOLS = ("seed", "gqa", "textvqa", "vqa")  # mmbench reads TSV rows with base64 images: use the runner
-MULTIPLE_CHOICE = ("seed", "gqa")
+PROTOCOLS = tuple(name for name, cls in REGISTRY.items() if cls.typed_questions)  # not MMBench: TSV rows
 ENGINES = ENGINE_NAMES
 
 
@@ -60,19 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_query(question: str, options: Sequence[str] | None, protocol: str) -> FocusQuery:
     """The benchmark record this question would be, read by that benchmark's protocol."""
-    if protocol in MULTIPLE_CHOICE:
-        if not options:
-            raise ValueError(f"protocol {protocol!r} is multiple choice: give --options")
-        lines = "\n".join(f"{chr(ord('A') + i)}. {text}" for i, text in enumerate(options))
-        if protocol == "seed":
-            record = {"question_id": "cli", "text": f"{question}\n{lines}\n{OPTION_INSTRUCTION}"}
-        else:
-            record = {"question_id": "cli", "question": f"{question}\n{lines}"}
-    else:
-        if options:
-            raise ValueError(f"protocol {protocol!r} is free-form: --options needs --protocol seed or gqa")
-        record = {"question_id": "cli", "text": question}
-    return get_protocol(protocol).from_record(record)
+    benchmark = get_benchmark(protocol)
+    return benchmark.to_query(benchmark.typed_record(question, options))
 
 
 def format_steps(result: FocusResult, image_size: tuple[int, int]) -> list[str]:

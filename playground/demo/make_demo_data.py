@@ -147,6 +147,32 @@ def textvqa(images_dir: str) -> None:
                                                              encoding="utf-8")
 
 
+def vstar() -> None:
+    """V*Bench's release layout: <category>/<name>.jpg with <name>.json, and test_questions.jsonl."""
+    qs = [
+        (0, "direct_attributes", "sa_demo1", "What is the color of the square?", ("blue", "red", "green", "yellow"),
+         [[8, 8, 16, 16]], ["square"], "B"),
+        (1, "relative_position", "sa_demo2", "Is the circle on the left or right side of the square?",
+         ("left", "right"), [[8, 8, 16, 16], [40, 8, 16, 16]], ["circle", "square"], "A"),
+    ]
+    rows = []
+    for qid, category, name, question, shown, bbox, objects, label in qs:
+        folder = HERE / "vstar_bench" / category
+        folder.mkdir(parents=True, exist_ok=True)
+        image = Image.new("RGB", (64, 32), "white")
+        draw = ImageDraw.Draw(image)
+        for (x, y, w, h), shape in zip(bbox, objects):  # the boxes are [x, y, w, h], as the release's
+            (draw.ellipse if shape == "circle" else draw.rectangle)((x, y, x + w, y + h), fill="red" if shape == "square" else "blue")
+        image.save(folder / f"{name}.jpg", quality=85)
+        correct_first = [shown["ABCD".index(label)]] + [o for o in shown if o != shown["ABCD".index(label)]]
+        (folder / f"{name}.json").write_text(json.dumps({"target_object": objects, "bbox": bbox, "question": question,
+                                                         "options": correct_first}) + "\n", encoding="utf-8")
+        lines = "\n".join(f"({chr(65 + i)}) {o}" for i, o in enumerate(shown))
+        rows.append({"image": f"{category}/{name}.jpg", "text": f"{question}\n{lines}\n{INSTR}", "category": category,
+                     "question_id": qid, "label": label})
+    write_jsonl(HERE / "vstar_bench" / "test_questions.jsonl", rows)
+
+
 def main() -> None:
     images = draw_images()
     (HERE / "images").mkdir(exist_ok=True)
@@ -158,6 +184,7 @@ def main() -> None:
     mmbench(images)
     gqa("images")
     textvqa("images")
+    vstar()
 
 
 if __name__ == "__main__":

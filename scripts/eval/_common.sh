@@ -1,10 +1,11 @@
 # shellcheck shell=bash
 # Shared by scripts/eval/{eval,slurm_eval}_<bench>.sh; sourced, never run. See README.md.
 #
-# What lives here: the table of benchmarks (question file, image folder, runner, scorer), and the
-# process fan-out: one runner per GPU (or CHUNKS CPU processes) on this machine, or one srun task
-# per GPU on Slurm; waiting on every shard; the checked merge; the scorer. Everything else (what
-# a shard answers, resuming, the merge check, scoring) is the Python CLIs' job.
+# What lives here: the process fan-out: one runner per GPU (or CHUNKS CPU processes) on this
+# machine, or one srun task per GPU on Slurm; waiting on every shard; the checked merge; the scorer.
+# Everything else (each benchmark's files, runner and scorer: its module in dualfocus/benchmarks/,
+# asked through `python -m dualfocus.benchmarks`; what a shard answers, resuming, the merge check,
+# scoring) is Python's job.
 
 DF_SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 DF_REPO_ROOT=$(cd "$DF_SCRIPTS_DIR/../.." && pwd)
@@ -19,87 +20,41 @@ MODEL_BASE=${MODEL_BASE:-}
 df_say() { echo "$DF_PROG: $*"; }
 df_die() { echo "$DF_PROG: error: $*" >&2; exit 1; }
 
-# df_benchmark NAME: the benchmark's files and commands (LLaVA's playground layout and splits).
+# df_benchmark NAME: the benchmark's files and commands, from its registered layout in Python
+# (`python -m dualfocus.benchmarks defaults NAME`: LLaVA's playground layout and splits).
 # Sets BENCH_DIR, SPLIT, RUNNER, QUESTION_FILE, RUNNER_ARGS (array); df_score does the scoring.
-
-# SEED's default file is the image-only subset; with LLaVA's whole file, say which SPLIT to pass.
-df_split_hint() {
-    if [[ $DF_BENCH == seed && $SPLIT == llava-seed-bench-image && -f $BENCH_DIR/llava-seed-bench.jsonl ]]; then
-        echo ". It is the image-only subset of LLaVA's llava-seed-bench.jsonl, which is here: rerun with" \
-            "SPLIT=llava-seed-bench"
-    fi
-}
 # IMAGE_FOLDER, when set, replaces the benchmark's image folder (e.g. GQA images kept elsewhere).
 df_benchmark() {
     DF_BENCH=$1
+    # DEFAULT_SPLIT, QUESTION_SUFFIX and WHOLE_SPLIT stay set for df_split_hint.
+    local defaults BENCH_FOLDER IMAGES_IN_FILE IMAGE_SUBDIR RUNNER_FLAGS
+    defaults=$("$PYTHON" -m dualfocus.benchmarks defaults "$1") || df_die "no benchmark '$1' (see above)"
+    eval "$defaults"
+    BENCH_DIR=$DATA_ROOT/$BENCH_FOLDER
+    SPLIT=${SPLIT:-$DEFAULT_SPLIT}
+    QUESTION_FILE=$BENCH_DIR/$SPLIT$QUESTION_SUFFIX
+    RUNNER_ARGS=("${RUNNER_FLAGS[@]}")
     local images=""
-    RUNNER_ARGS=()
-    case $1 in
-        seed)
-            BENCH_DIR=$DATA_ROOT/seed_bench
-            SPLIT=${SPLIT:-llava-seed-bench-image}
-            RUNNER=dualfocus.eval.model_vqa_seed
-            QUESTION_FILE=$BENCH_DIR/$SPLIT.jsonl
-            images=$BENCH_DIR ;;
-        mmbench)
-            BENCH_DIR=$DATA_ROOT/mmbench
-            SPLIT=${SPLIT:-mmbench_dev_20230712}
-            RUNNER=dualfocus.eval.model_vqa_mmbench
-            QUESTION_FILE=$BENCH_DIR/$SPLIT.tsv   # images are inside the TSV
-            RUNNER_ARGS=(--single-pred-prompt) ;;
-        gqa)
-            BENCH_DIR=$DATA_ROOT/gqa
-            SPLIT=${SPLIT:-llava_gqa_testdev_balanced_mcq}
-            RUNNER=dualfocus.eval.model_vqa_gqa
-            QUESTION_FILE=$BENCH_DIR/$SPLIT.jsonl
-            images=$BENCH_DIR/data/images ;;
-        textvqa)
-            BENCH_DIR=$DATA_ROOT/textvqa
-            SPLIT=${SPLIT:-llava_textvqa_val_v051_ocr}
-            RUNNER=dualfocus.eval.model_vqa_textvqa
-            QUESTION_FILE=$BENCH_DIR/$SPLIT.jsonl
-            images=$BENCH_DIR/train_images ;;
-        *) df_die "unknown benchmark '$1' (seed, mmbench, gqa, textvqa)" ;;
-    esac
+    [[ -z $IMAGES_IN_FILE ]] && images=$BENCH_DIR${IMAGE_SUBDIR:+/$IMAGE_SUBDIR}
     images=${IMAGE_FOLDER:-$images}
     [[ -n $images ]] && RUNNER_ARGS+=(--image-folder "$images")
     RUNNER_ARGS+=(--question-file "$QUESTION_FILE" --temperature 0 --conv-mode "$CONV_MODE")
 }
 
-# df_score MERGED: score the merged answers (or write the submission file) with the Python scorer.
+# The default file may be a subset of a larger one LLaVA ships (SEED's image-only questions): when
+# only the larger is here, say which SPLIT to pass.
+df_split_hint() {
+    if [[ -n $WHOLE_SPLIT && $SPLIT == "$DEFAULT_SPLIT" && -f $BENCH_DIR/$WHOLE_SPLIT$QUESTION_SUFFIX ]]; then
+        echo ". It is a subset of LLaVA's $WHOLE_SPLIT$QUESTION_SUFFIX, which is here: rerun with" \
+            "SPLIT=$WHOLE_SPLIT"
+    fi
+}
+
+# df_score MERGED: the benchmark's official scorer on the merged answers; its submission file goes
+# to $BENCH_DIR/answers_upload/<split>/<checkpoint>[.jsonl|/merge.xlsx|...] (see the benchmark module).
 df_score() {
-    local merged=$1
-    case $DF_BENCH in
-        seed)
-            "$PYTHON" -m dualfocus.eval.convert_seed_for_submission \
-                --annotation-file "$BENCH_DIR/SEED-Bench.json" \
-                --result-file "$merged" \
-                --result-upload-file "$BENCH_DIR/answers_upload/$SPLIT/$CKPT_NAME.jsonl" ;;
-        mmbench)
-            # The scorer reads <result-dir>/<experiment>.jsonl: our merge.jsonl, so the upload is
-            # answers_upload/<split>/<checkpoint>/merge.xlsx.
-            "$PYTHON" -m dualfocus.eval.convert_mmbench_for_submission \
-                --annotation-file "$QUESTION_FILE" \
-                --result-dir "$(dirname "$merged")" \
-                --upload-dir "$BENCH_DIR/answers_upload/$SPLIT/$CKPT_NAME" \
-                --experiment "$(basename "$merged" .jsonl)" ;;
-        gqa)
-            # GQA's own eval.py reads data/testdev_balanced_predictions.json; we keep one per
-            # checkpoint beside its answers and score with the same rule when the questions are there
-            # (gqa/data/ in LLaVA's layout, or gqa/ itself).
-            local annotations=() found
-            for found in "$BENCH_DIR/data/testdev_balanced_questions.json" "$BENCH_DIR/testdev_balanced_questions.json"; do
-                [[ -f $found ]] && { annotations=(--gqa-annotations "$found"); break; }
-            done
-            "$PYTHON" -m dualfocus.eval.convert_gqa_for_eval \
-                --src "$merged" \
-                --dst "$(dirname "$merged")/testdev_balanced_predictions.json" \
-                --questions "$QUESTION_FILE" "${annotations[@]}" ;;
-        textvqa)
-            "$PYTHON" -m dualfocus.eval.eval_textvqa \
-                --annotation-file "$BENCH_DIR/TextVQA_0.5.1_val.json" \
-                --question-file "$QUESTION_FILE" --result-file "$merged" ;;
-    esac
+    "$PYTHON" -m dualfocus.benchmarks score "$DF_BENCH" --result-file "$1" --question-file "$QUESTION_FILE" \
+        --bench-dir "$BENCH_DIR" --upload "$BENCH_DIR/answers_upload/$SPLIT/$CKPT_NAME"
 }
 
 # df_checkpoint CKPT: CKPT_NAME (the checkpoint's basename, or $CKPT_NAME) and ANSWERS_DIR.

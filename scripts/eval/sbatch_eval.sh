@@ -7,8 +7,8 @@
 #SBATCH --output=slurm-%x-%j.out
 # sbatch [sbatch options] scripts/eval/sbatch_eval.sh BENCH CKPT [-- runner args...]
 #
-# The batch form of slurm_eval_<BENCH>.sh (BENCH: seed, mmbench, gqa, textvqa): queue it and walk
-# away. Inside the allocation it runs slurm_eval_<BENCH>.sh, whose srun step has one task per
+# The batch form of slurm_eval_<BENCH>.sh (BENCH: python -m dualfocus.benchmarks names): queue it and
+# walk away. Inside the allocation it runs slurm_eval_<BENCH>.sh, whose srun step has one task per
 # allocated task (GPUS = SLURM_NTASKS, GPUS_PER_NODE = SLURM_NTASKS_PER_NODE, CPUS_PER_TASK =
 # SLURM_CPUS_PER_TASK), then merges and scores; the job's exit status is that of the whole (0 only
 # when every task, the merge and the scorer succeeded). The headers ask for one node with 8 GPUs;

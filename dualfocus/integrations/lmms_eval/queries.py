@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from dualfocus.focus.protocols import IMAGE, FocusQuery, Protocol, RecordError, get_protocol
+from dualfocus.benchmarks import get_benchmark, get_protocol
+from dualfocus.focus.protocols import IMAGE, FocusQuery, Protocol, RecordError
 
 PROTOCOL_KEY = "dualfocus_protocol"
 GENERIC_MC, GENERIC_FREE = "seed", "vqa"  # the protocols a task without its own is asked with
@@ -62,8 +63,6 @@ def context_query(context: str, question_id) -> tuple[FocusQuery, Protocol]:
 
 def document_query(protocol_name: str, doc: Mapping) -> tuple[FocusQuery, Protocol]:
     """A document in a benchmark's official format, read by that benchmark's adapter."""
-    from dualfocus.benchmarks import get_benchmark
-
     bench = get_benchmark(protocol_name)
     return bench.to_query(doc), bench.protocol
 

@@ -5,8 +5,8 @@ Data come from LLaVA's layout under the working directory (``playground/data/eva
 playground/data/eval/README.md): the YAMLs name the question files, and these functions find the
 images and the annotation files (gold answers) there. ``DUALFOCUS_<NAME>_IMAGES`` and
 ``DUALFOCUS_<NAME>_ANNOTATIONS`` (NAME: SEED, MMBENCH, GQA, TEXTVQA) override the two, e.g. for a
-copy of a config that points at other files. The zoom-bench tasks read ``playground/zoom`` (shipped
-with the repository).
+copy of a config that points at other files; the defaults are the benchmarks' registered layouts.
+The zoom-bench tasks read ``playground/zoom`` (shipped with the repository).
 """
 
 from __future__ import annotations
@@ -14,17 +14,10 @@ from __future__ import annotations
 import functools
 import os
 
-from dualfocus.benchmarks import get_benchmark, score_answer
+from dualfocus.benchmarks import REGISTRY, get_benchmark, score_answer
 
 DATA_ROOT = "playground/data/eval"
 ZOOM_ROOT = "playground/zoom"
-# benchmark -> (image folder, annotation file) under DATA_ROOT; MMBench's TSV holds both
-LAYOUT = {
-    "seed": ("seed_bench", "seed_bench/SEED-Bench.json"),
-    "mmbench": ("mmbench", None),
-    "gqa": ("gqa/data/images", "gqa/data/testdev_balanced_questions.json"),
-    "textvqa": ("textvqa/train_images", "textvqa/TextVQA_0.5.1_val.json"),
-}
 
 
 @functools.cache
@@ -33,7 +26,9 @@ def benchmark(name: str):
 
 
 def image_folder(name: str) -> str:
-    return os.environ.get(f"DUALFOCUS_{name.upper()}_IMAGES") or os.path.join(DATA_ROOT, LAYOUT[name][0])
+    """The benchmark's image folder in LLaVA's layout (its registered `Layout`), or the override."""
+    layout = REGISTRY[name].layout
+    return os.environ.get(f"DUALFOCUS_{name.upper()}_IMAGES") or os.path.join(DATA_ROOT, layout.folder, *filter(None, [layout.images]))
 
 
 @functools.cache
@@ -43,8 +38,9 @@ def annotations(name: str, path: str | None):
 
 
 def annotation_file(name: str) -> str | None:
-    default = LAYOUT[name][1]
-    return os.environ.get(f"DUALFOCUS_{name.upper()}_ANNOTATIONS") or (os.path.join(DATA_ROOT, default) if default else None)
+    """The override, else the benchmark's annotation file in LLaVA's layout (None: the documents hold the answers)."""
+    return os.environ.get(f"DUALFOCUS_{name.upper()}_ANNOTATIONS") or REGISTRY[name].layout.annotation_file(
+        os.path.join(DATA_ROOT, REGISTRY[name].layout.folder))
 
 
 # -- the official-format benchmarks ----------------------------------------------------------------
@@ -71,52 +67,25 @@ def _results(name: str, doc, results) -> dict:
     return {"accuracy": 100.0 * score_answer(answer, gold)}
 
 
-def seed_doc_to_text(doc):
-    return _text("seed", doc)
+def _task_functions(name: str) -> dict:
+    """The YAML's `<name>_doc_to_text`, `<name>_doc_to_visual`, `<name>_process_results`."""
+
+    def doc_to_text(doc):
+        return _text(name, doc)
+
+    def doc_to_visual(doc):
+        return _visual(name, doc)
+
+    def process_results(doc, results):
+        return _results(name, doc, results)
+
+    return {f"{name}_{f.__name__}": f for f in (doc_to_text, doc_to_visual, process_results)}
 
 
-def seed_doc_to_visual(doc):
-    return _visual("seed", doc)
-
-
-def seed_process_results(doc, results):
-    return _results("seed", doc, results)
-
-
-def mmbench_doc_to_text(doc):
-    return _text("mmbench", doc)
-
-
-def mmbench_doc_to_visual(doc):
-    return _visual("mmbench", doc)
-
-
-def mmbench_process_results(doc, results):
-    return _results("mmbench", doc, results)
-
-
-def gqa_doc_to_text(doc):
-    return _text("gqa", doc)
-
-
-def gqa_doc_to_visual(doc):
-    return _visual("gqa", doc)
-
-
-def gqa_process_results(doc, results):
-    return _results("gqa", doc, results)
-
-
-def textvqa_doc_to_text(doc):
-    return _text("textvqa", doc)
-
-
-def textvqa_doc_to_visual(doc):
-    return _visual("textvqa", doc)
-
-
-def textvqa_process_results(doc, results):
-    return _results("textvqa", doc, results)
+# Every registered benchmark with a data layout gets its three functions (seed_doc_to_text, ...).
+for _name, _cls in REGISTRY.items():
+    if _cls.layout is not None:
+        globals().update(_task_functions(_name))
 
 
 # -- the zoom bench (playground/zoom): any model sees only the context ----------------------------

@@ -1,4 +1,5 @@
-"""Scorers, submission converters and the shard merge, on tiny fixtures in the official formats.
+"""The benchmarks' official scorers and submission converters (dualfocus.benchmarks.*, called by
+LLaVA's CLI names), and the shard merge, on tiny fixtures in the official formats.
 
 Expected numbers are computed by hand in the comments next to them."""
 
@@ -12,6 +13,7 @@ import sys
 import pandas as pd
 import pytest
 
+from dualfocus.benchmarks import gqa, mmbench, textvqa
 from dualfocus.eval import (
     convert_gqa_for_eval,
     convert_mmbench_for_submission,
@@ -19,8 +21,8 @@ from dualfocus.eval import (
     eval_textvqa,
     merge,
 )
-from dualfocus.eval.scoring_common import parse_choice_letter
 from dualfocus.eval.textvqa_eval import answer_scores, normalize_answer, vqa_accuracy
+from dualfocus.focus.protocols import option_letter
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
@@ -96,7 +98,7 @@ def test_answer_scores_needs_ten_answers():
     ],
 )
 def test_question_from_prompt(prompt, question):
-    assert eval_textvqa.question_from_prompt(prompt) == question
+    assert textvqa.question_from_prompt(prompt) == question
 
 
 def test_eval_textvqa_cli(tmp_path, capsys):
@@ -239,16 +241,17 @@ def test_mmbench_test_split_without_answers(tmp_path, capsys):
 
 def test_mmbench_predicted_letter():
     options = {"A": "cat", "B": "dog"}
-    predicted = convert_mmbench_for_submission.predicted_letter
+    predicted = mmbench.predicted_letter
     assert [predicted(t, options) for t in ["B", "(B)", "B. dog", "Dog.", "C", "a cat", ""]] == [
         "B", "B", "B", "B", None, None, None]
 
 
-def test_parse_choice_letter():
-    assert parse_choice_letter(" A.\n", "AB") == "A"
-    assert parse_choice_letter("A) yes", "AB") == "A"
-    assert parse_choice_letter("Apple", "AB") is None
-    assert parse_choice_letter("D", "ABC") is None
+def test_option_letter_is_the_one_rule():
+    assert option_letter(" A.\n", "AB") == "A"
+    assert option_letter("A) yes", "AB") == "A"
+    assert option_letter("Apple", "AB") is None
+    assert option_letter("D", "ABC") is None
+    assert option_letter("b: dog", "AB") == "B" and option_letter("Dog.", "AB", ("cat", "dog")) == "B"
 
 
 # --------------------------------------------------------------------------- GQA
@@ -287,10 +290,10 @@ def test_gqa_letter_without_options_fails(tmp_path):
 
 
 def test_gqa_question_options_layouts():
-    assert convert_gqa_for_eval.question_options({"question": "Q?\nA. yes\nB. no"}) == {"A": "yes", "B": "no"}
-    assert convert_gqa_for_eval.question_options({"text": "Q?\nA. a b\nB. c"}) == {"A": "a b", "B": "c"}
-    assert convert_gqa_for_eval.question_options({"options": ["x", "y"]}) == {"A": "x", "B": "y"}
-    assert convert_gqa_for_eval.question_options({"question": "Q?"}) == {}
+    assert gqa.question_options({"question": "Q?\nA. yes\nB. no"}) == {"A": "yes", "B": "no"}
+    assert gqa.question_options({"text": "Q?\nA. a b\nB. c"}) == {"A": "a b", "B": "c"}
+    assert gqa.question_options({"options": ["x", "y"]}) == {"A": "x", "B": "y"}
+    assert gqa.question_options({"question": "Q?"}) == {}
 
 
 # --------------------------------------------------------------------------- merge
@@ -381,7 +384,7 @@ def test_mmbench_xlsx_drops_control_characters(tmp_path):
     """A model can write control characters; xlsx cannot hold them (openpyxl raises). They are dropped."""
     import pandas as pd
 
-    from dualfocus.eval.convert_mmbench_for_submission import submission_frame
+    from dualfocus.benchmarks.mmbench import submission_frame
 
     df = pd.DataFrame({"index": [0, 1], "question": ["q0", "q1"], "A": ["a", "a"], "B": ["b", "b"]})
     frame = submission_frame(df, {"0": "A\x0b\x01", "1": "B"})
