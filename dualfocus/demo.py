@@ -53,12 +53,11 @@ from dualfocus.demo_zoom import (
 from dualfocus.eval import merge
 from dualfocus.eval.runner import run_eval
 from dualfocus.mm_utils import get_model_name_from_path
+from dualfocus.paths import DEMO_DATA, REPO
 
 __all__ = ["FILES", "FORMAT_LABELS", "Key", "Verdict", "ZOOM_CHECKPOINT", "ZOOM_DATA", "ZOOM_PICTURES", "draw_sample",
            "format_trace", "main", "run_demo", "run_zoom_demo", "verdicts", "zoom_shipped"]
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO_DATA = REPO / "playground" / "demo"
 RANDOM_NAME = "llava-v1.5-tiny-random"
 NUM_CHUNKS = 2
 

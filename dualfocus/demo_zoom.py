@@ -8,10 +8,8 @@ import time
 from pathlib import Path
 
 from dualfocus.demo_trace import SAMPLE_SEED, Verdict, draw_sample, format_trace, keys, verdicts
+from dualfocus.paths import ZOOM_CHECKPOINT, ZOOM_DATA
 
-REPO = Path(__file__).resolve().parent.parent
-ZOOM_DATA = REPO / "playground" / "zoom"
-ZOOM_CHECKPOINT = REPO / "checkpoints" / "dualfocus-zoom-tiny"
 ZOOM_PICTURES = 4  # questions drawn per format: half answered right, half wrong
 FORMAT_LABELS = {"vqa": "free form", "seed": "multiple choice"}  # the zoom bench's formats, as printed
 

@@ -4,19 +4,30 @@
   a cycle from Python, not from a reader); imports under ``if TYPE_CHECKING:`` never run and do not count;
 - only the tiny-fixture users (tiny/, zoom/, the demo) import `dualfocus.tiny`: real checkpoints
   never go through test-fixture code;
+- imports point down DESIGN.md's layers (primitives, model, engine, focus, benchmarks, eval/train,
+  serve/integrations, the demo and the zoom bench): nothing imports a layer above its own;
 - functions of at most 60 lines, modules of at most ~350 (the conversation template table apart).
 """
 
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "dualfocus"
 MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 350
 LONG_MODULES_ALLOWED = {"dualfocus.conversation"}  # LLaVA's template table
 TINY_USERS = ("dualfocus.tiny", "dualfocus.zoom", "dualfocus.demo")
+# Bottom up; a module may import its own layer or any below it. Keys are the first name under dualfocus.
+LAYERS = (
+    {"constants", "conversation", "mm_utils", "boxes", "preprocess", "files", "paths"},  # LLaVA's primitives
+    {"model"},
+    {"engine"},
+    {"focus"},  # the method, once
+    {"benchmarks"},  # one module per benchmark
+    {"eval", "train", "tiny"},
+    {"serve", "integrations"},
+    {"zoom", "demo", "demo_trace", "demo_zoom"},
+)
 
 
 def module_name(path: Path) -> str:
@@ -105,26 +116,33 @@ def test_the_cycle_finder_names_a_cycle_and_passes_a_tree():
 
 
 def test_the_import_graph_sees_lazy_relative_and_from_imports():
-    tree = ast.parse("import os\ndef f():\n    from dualfocus.model import builder\n    from . import files\n"
+    tree = ast.parse("import os\ndef f():\n    from dualfocus.model import builder\n    from .. import files\n"
                      "from dualfocus.eval.answers import answer_key\nif TYPE_CHECKING:\n    import dualfocus.demo\n")
     found = {t for node in _import_nodes(tree) for t in _resolve("dualfocus.eval.runner", False, node)}
-    assert found == {"dualfocus.model.builder", "dualfocus.eval.files", "dualfocus.eval.answers"}
+    assert found == {"dualfocus.model.builder", "dualfocus.files", "dualfocus.eval.answers"}
     assert "dualfocus.model.checkpoint_writer" in import_graph()["dualfocus.model.convert"]
 
 
-@pytest.mark.xfail(strict=False, reason="until issue 15's other branches land: dualfocus.benchmarks' __init__ "
-                                        "imports its modules (lazily), which import it back")
 def test_no_import_cycle_in_the_package():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_no_import_cycle_outside_the_benchmark_registry():
-    """The same check, strict today, over every module but dualfocus.benchmarks (being redesigned)."""
-    graph = {m: {t for t in targets if not t.startswith("dualfocus.benchmarks")}
-             for m, targets in import_graph().items() if not m.startswith("dualfocus.benchmarks")}
-    cycle = find_cycle(graph)
-    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+def layer_of(module: str) -> int:
+    top = module.split(".")[1] if "." in module else module
+    return next(i for i, names in enumerate(LAYERS) if top in names)
+
+
+def test_every_package_has_a_layer():
+    assert [m for m in MODULES if m != "dualfocus" and not any(m.split(".")[1] in n for n in LAYERS)] == []
+
+
+def test_imports_point_down_the_layers():
+    graph = import_graph()
+    upward = sorted(f"{m} imports {t}" for m, targets in graph.items() if m != "dualfocus"
+                    for t in targets if t != "dualfocus" and layer_of(t) > layer_of(m))
+    assert upward == []
 
 
 def test_only_fixture_code_imports_the_tiny_package():
@@ -141,7 +159,6 @@ def _long_functions(path: Path) -> list[str]:
             and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
 
 
-@pytest.mark.xfail(strict=False, reason="until issue 15's other branches land")
 def test_functions_and_modules_are_short():
     long_functions = [f for path in MODULES.values() for f in _long_functions(path)]
     long_modules = [f"{name}: {n} lines" for name, path in MODULES.items()

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from dualfocus.benchmarks import gqa, mmbench, textvqa
+from dualfocus.benchmarks.vqa_accuracy import answer_scores, normalize_answer, vqa_accuracy
 from dualfocus.eval import (
     convert_gqa_for_eval,
     convert_mmbench_for_submission,
@@ -21,7 +22,6 @@ from dualfocus.eval import (
     eval_textvqa,
     merge,
 )
-from dualfocus.eval.textvqa_eval import answer_scores, normalize_answer, vqa_accuracy
 from dualfocus.focus.protocols import option_letter
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")

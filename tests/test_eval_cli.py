@@ -246,7 +246,7 @@ def test_bad_flags_and_paths_are_one_line(args, message, tiny_checkpoint, tmp_pa
 
 
 def test_a_second_runner_on_an_answer_file_exits_naming_the_holder(tiny_checkpoint, tmp_path, monkeypatch):
-    from dualfocus.eval.files import FileLock
+    from dualfocus.files import FileLock
 
     out = tmp_path / "a.jsonl"
     args = ["--model-path", tiny_checkpoint, "--question-file", DEMO / "seed_bench" / "llava-seed-bench.jsonl",

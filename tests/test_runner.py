@@ -12,7 +12,6 @@ import pytest
 
 from dualfocus.benchmarks import get_benchmark, score_answer
 from dualfocus.eval import merge
-from dualfocus.eval.files import DiskFullError, FileBusyError
 from dualfocus.eval.runner import (
     AnswerWriter,
     ModelLoadError,
@@ -26,6 +25,7 @@ from dualfocus.eval.runner import (
     run_benchmark,
     split_list,
 )
+from dualfocus.files import DiskFullError, FileBusyError
 from dualfocus.focus.pipeline import FocusConfig, FocusResult
 
 DEMO = Path(__file__).resolve().parent.parent / "playground" / "demo"

@@ -11,7 +11,7 @@ import pytest
 
 from dualfocus import demo
 from dualfocus.benchmarks import BENCHMARK_NAMES, RecordError, get_benchmark, get_protocol, vstar
-from dualfocus.eval.scoring_common import ScoreInputError
+from dualfocus.benchmarks.scoring import ScoreInputError
 from dualfocus.focus.protocols import OPTION_INSTRUCTION
 from dualfocus.serve import cli
 

@@ -206,7 +206,7 @@ def score_answer(answer: str | None, gold: Gold) -> float:
         return 0.0
     if isinstance(gold, str):
         return float(answer == gold)
-    from dualfocus.eval.textvqa_eval import normalize_answer, vqa_accuracy
+    from dualfocus.benchmarks.vqa_accuracy import normalize_answer, vqa_accuracy
 
     if len(gold) == 10:
         return vqa_accuracy(answer, gold)

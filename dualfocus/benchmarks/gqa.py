@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from dualfocus.benchmarks import records
+from dualfocus.benchmarks import scoring as sc
 from dualfocus.benchmarks.base import Benchmark, Gold, Layout, register
-from dualfocus.eval import scoring_common as sc
-from dualfocus.eval.files import write_atomic
+from dualfocus.files import write_atomic
 from dualfocus.focus.protocols import (
     IMAGE,
     OPTION_INSTRUCTION,

@@ -30,9 +30,9 @@ from collections.abc import Mapping
 import pandas as pd
 
 from dualfocus.benchmarks import records
+from dualfocus.benchmarks import scoring as sc
 from dualfocus.benchmarks.base import Benchmark, Layout, jsonable, register
-from dualfocus.eval import scoring_common as sc
-from dualfocus.eval.files import write_bytes_atomic
+from dualfocus.files import write_bytes_atomic
 from dualfocus.focus.protocols import (
     BOX_REQUEST,
     COMBINE,

@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from dualfocus.benchmarks import records
+from dualfocus.benchmarks import scoring as sc
 from dualfocus.benchmarks.base import Benchmark, Gold, Layout, read_question_lines, register
-from dualfocus.eval import scoring_common as sc
-from dualfocus.eval.textvqa_eval import vqa_accuracy
+from dualfocus.benchmarks.vqa_accuracy import vqa_accuracy
 from dualfocus.focus.protocols import COMBINE, IMAGE, KNOWN_INSTRUCTIONS, SHORT_ANSWER, FocusQuery, Protocol
 
 

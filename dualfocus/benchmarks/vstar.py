@@ -32,8 +32,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from dualfocus.benchmarks import records
+from dualfocus.benchmarks import scoring as sc
 from dualfocus.benchmarks.base import Benchmark, Gold, Layout, read_question_lines, register
-from dualfocus.eval import scoring_common as sc
 from dualfocus.focus.protocols import OPTION_INSTRUCTION, FocusQuery, Protocol
 
 CATEGORIES = ("direct_attributes", "relative_position")

@@ -29,7 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dualfocus.benchmarks import Benchmark, jsonable
-from dualfocus.eval.files import (
+from dualfocus.benchmarks.scoring import is_error as is_error_record
+from dualfocus.files import (
     FileLock,
     disk_full,
     dumps_line,
@@ -81,10 +82,6 @@ def with_extra(trace: Mapping, extra: Mapping) -> dict:
     for key, value in extra.items():
         out[f"record_{key}" if key in trace else key] = value
     return out
-
-
-def is_error_record(record: Mapping) -> bool:
-    return bool(record.get("error"))
 
 
 class AnswerWriter:

@@ -16,7 +16,7 @@ from dataclasses import MISSING, Field, fields
 from dualfocus.benchmarks import BENCHMARK_NAMES
 from dualfocus.eval import runner
 from dualfocus.eval.config import BENCHMARK_OPTIONS, EvalConfig
-from dualfocus.eval.files import EvalRunError, one_line
+from dualfocus.files import EvalRunError, one_line
 
 DEFAULT_BENCHMARK = "vqa"  # a generic LLaVA jsonl
 _TYPES = {"str": str, "int": int, "float": float}

@@ -10,8 +10,8 @@ import os
 
 from dualfocus.engine import ENGINE_NAMES, build_engine
 from dualfocus.eval.config import EvalConfig
-from dualfocus.eval.files import EvalRunError, one_line
 from dualfocus.eval.shards import resolve_device
+from dualfocus.files import EvalRunError, one_line
 from dualfocus.focus.protocols import Protocol
 
 

@@ -16,7 +16,7 @@
   MMBench --all-rounds) is counted per (id, round); round 0 stands for the question. Against an
   MMBench TSV, answers with a round above 0 mean every rotation of every question was asked: each
   is then expected once.
-- The output is written atomically (see `dualfocus.eval.files`).
+- The output is written atomically (see `dualfocus.files`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections.abc import Iterable
 
 from dualfocus.eval import answers
 from dualfocus.eval.answers import answer_key, question_key
-from dualfocus.eval.files import EvalRunError, write_lines_atomic
+from dualfocus.files import EvalRunError, write_lines_atomic
 
 
 class MergeError(Exception):

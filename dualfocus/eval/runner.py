@@ -36,7 +36,6 @@ from dualfocus.eval.answers import (  # noqa: F401 - re-exported: the runner's p
     repair_last_line,
 )
 from dualfocus.eval.config import split_options
-from dualfocus.eval.files import EvalRunError, one_line  # noqa: F401 - one_line re-exported (lmms plugin)
 from dualfocus.eval.lazy_model import LazyPipeline, ModelLoadError  # noqa: F401 - re-exported
 from dualfocus.eval.shards import (  # noqa: F401 - re-exported: the runner's public names
     get_chunk,
@@ -45,6 +44,7 @@ from dualfocus.eval.shards import (  # noqa: F401 - re-exported: the runner's pu
     split_list,
 )
 from dualfocus.eval.summary import format_summary, summarize
+from dualfocus.files import EvalRunError, one_line  # noqa: F401 - one_line re-exported (lmms plugin)
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def run_eval(benchmark: str, *args, **options) -> dict:
                    mode=config.mode, selection=config.selection, engine=config.engine)
     print(format_summary(summary), flush=True)
     if config.summary_file:
-        from dualfocus.eval.scoring_common import write_json_atomic
+        from dualfocus.benchmarks.scoring import write_json_atomic
 
         write_json_atomic(config.summary_file, summary)
     return summary

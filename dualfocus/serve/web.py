@@ -34,11 +34,11 @@ from pathlib import Path
 from PIL import Image
 
 from dualfocus.benchmarks import get_protocol
-from dualfocus.demo import ZOOM_CHECKPOINT, ZOOM_DATA
 from dualfocus.engine.base import ContextLengthError
 from dualfocus.focus.pipeline import DualFocus, FocusResult
 from dualfocus.focus.protocols import SELECTIONS, FocusQuery
 from dualfocus.mm_utils import ImageLoadError, load_image
+from dualfocus.paths import ZOOM_CHECKPOINT, ZOOM_DATA
 from dualfocus.serve import cli
 from dualfocus.serve.explain import choice_words, fallback_line
 from dualfocus.serve.visualize import crop_panel, focus_panel

@@ -33,7 +33,7 @@ from PIL import Image
 
 from dualfocus import boxes
 from dualfocus.constants import DEFAULT_IMAGE_TOKEN
-from dualfocus.eval.files import DiskFullError, write_atomic
+from dualfocus.files import DiskFullError, write_atomic
 from dualfocus.focus.protocols import BOX_REQUEST, COMBINE
 from dualfocus.train.data import MAX_LISTED, DataError, load_records
 from dualfocus.train.sub_area import normalized_sub_area, resolve_units
@@ -156,7 +156,7 @@ def read_input(path: str) -> list[dict]:
 
 
 def write_output(records: list[dict], path: str) -> None:
-    """Atomically (`dualfocus.eval.files.write_atomic`: fsynced, then a rename); a folder that is
+    """Atomically (`dualfocus.files.write_atomic`: fsynced, then a rename); a folder that is
     missing is a `DataError`; a disk that fills up mid-write leaves no partial file."""
     try:
         write_atomic(path, json.dumps(records, indent=1, ensure_ascii=False), make_folder=False)

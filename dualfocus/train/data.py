@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from dualfocus import boxes
 from dualfocus.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from dualfocus.conversation import Conversation, SeparatorStyle
-from dualfocus.eval.files import read_json_lines
+from dualfocus.files import read_json_lines
 from dualfocus.mm_utils import ImageLoadError, load_image, process_images
 from dualfocus.preprocess import preprocess
 from dualfocus.train.sub_area import CropPolicy, crop_sub_area, normalized_sub_area

@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from dualfocus.boxes import box_to_text
-from dualfocus.eval.files import write_lines_atomic
+from dualfocus.files import write_lines_atomic
 from dualfocus.focus.protocols import OPTION_INSTRUCTION
 from dualfocus.train.build_data import answer_turn, box_turn, build_records, macro_record, rounded_box
 from dualfocus.zoom.scene import GLYPHS, IMAGE_SIZE, SIGN_COLOURS, SIGNS, Scene, make_scene

@@ -31,8 +31,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from dualfocus.benchmarks.scoring import write_json_atomic
 from dualfocus.eval.runner import read_answer_file, run_eval
-from dualfocus.eval.scoring_common import write_json_atomic
 
 FORMATS = ("vqa", "seed")
 FORMAT_NAMES = {"vqa": "free form", "seed": "multiple choice (4 options)"}

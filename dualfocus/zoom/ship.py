@@ -19,10 +19,11 @@ import shutil
 import sys
 from pathlib import Path
 
+from dualfocus.paths import ZOOM_CHECKPOINT, ZOOM_DATA
+
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.model",
                     "tokenizer_config.json", "special_tokens_map.json")
 MAX_BYTES = 20 * 1024 * 1024  # what the repository carries
-REPO = Path(__file__).resolve().parents[2]
 LOCAL_PATHS = ("model_path", "answers_dir")
 
 
@@ -74,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, type=Path)
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--eval", default=None, type=Path, help="an evaluate --out folder (its summary.json)")
-    parser.add_argument("--to-checkpoint", default=REPO / "checkpoints" / "dualfocus-zoom-tiny", type=Path)
-    parser.add_argument("--to-data", default=REPO / "playground" / "zoom", type=Path)
+    parser.add_argument("--to-checkpoint", default=ZOOM_CHECKPOINT, type=Path)
+    parser.add_argument("--to-data", default=ZOOM_DATA, type=Path)
     args = parser.parse_args(argv)
     size = ship_checkpoint(args.checkpoint, args.to_checkpoint, args.eval)
     n = ship_data(args.data, args.to_data)

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
-from dualfocus.eval.files import EvalRunError, read_json_lines, write_atomic
+from dualfocus.files import EvalRunError, read_json_lines, write_atomic
 
 
 @dataclass
