@@ -132,3 +132,14 @@ def test_cli_bad_image_or_conv_mode_is_one_line(tmp_path, image, extra, code, me
     assert run.returncode == code and run.stdout == ""
     [line] = run.stderr.splitlines()  # one line: no traceback, no torchvision advice
     assert line.startswith("python -m dualfocus.serve.cli: error: " + message.format(dir=tmp_path)), line
+
+
+def test_cli_flags_take_both_spellings_and_help_shows_one():
+    dashed = ["--model-path", "ckpt", "--image", "a.png", "--question", "q?", "--max-new-tokens", "9",
+              "--conv-mode", "llava_v1", "--save-vis", "v.png"]
+    underscored = ["--" + a[2:].replace("-", "_") if a.startswith("--") else a for a in dashed]
+    parser = cli.build_parser()
+    assert vars(parser.parse_args(underscored)) == vars(parser.parse_args(dashed))
+    assert parser.parse_args(underscored).max_new_tokens == 9
+    usage = parser.format_help()
+    assert "--max-new-tokens" in usage and "--max_new_tokens MAX" not in usage

@@ -24,7 +24,7 @@ _ACTIONS = {"boolean_optional": argparse.BooleanOptionalAction}
 EPILOG = "Every multi-word flag also takes the other spelling: --max_new_tokens = --max-new-tokens."
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """The help lists each flag once, in LLaVA's spelling (the other one is accepted all the same)."""
 
     def _format_action_invocation(self, action):
@@ -40,7 +40,7 @@ def build_parser(benchmark: str | None, description: str | None = None, chosen: 
     `benchmark` None: a ``--benchmark`` flag, with the flags of `chosen` added."""
     what = runner.run_eval.__doc__.split("\n    Arguments:")[0]  # the API's arguments are not the CLI's
     parser = argparse.ArgumentParser(description=description or what, epilog=EPILOG,
-                                     formatter_class=_HelpFormatter)
+                                     formatter_class=HelpFormatter)
     if benchmark is None:
         parser.add_argument("--benchmark", default=DEFAULT_BENCHMARK, choices=BENCHMARK_NAMES,
                             help=f"question-file format and DualFocus protocol (default: {DEFAULT_BENCHMARK}, "
@@ -60,9 +60,27 @@ def add_fields(parser, dataclass_fields: Sequence[Field]) -> None:
 
 def spellings(f: Field) -> list[str]:
     """LLaVA's spelling (the field's ``flag``, else dashed) first, then the other one."""
-    flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+    return flag_spellings(f.metadata.get("flag", "--" + f.name.replace("_", "-")))
+
+
+def flag_spellings(flag: str) -> list[str]:
+    """``--max-new-tokens`` -> [it, ``--max_new_tokens``]; a one-word or short flag -> [itself]."""
+    if not flag.startswith("--"):
+        return [flag]
     words = flag[2:]
     return list(dict.fromkeys([flag, "--" + words.replace("_", "-"), "--" + words.replace("-", "_")]))
+
+
+class FlagParser(argparse.ArgumentParser):
+    """A parser whose multi-word flags take both spellings; the help shows each flag once, as added."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("epilog", EPILOG)
+        super().__init__(**kwargs)
+
+    def add_argument(self, *names, **kwargs):
+        return super().add_argument(*(s for n in names for s in flag_spellings(n)), **kwargs)
 
 
 def _argument(f: Field) -> dict:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from dualfocus.benchmarks import REGISTRY, get_benchmark, get_protocol
 from dualfocus.engine import ENGINE_NAMES, build_engine
+from dualfocus.eval.cli import FlagParser
 from dualfocus.focus.pipeline import MODES, DualFocus, FocusConfig, FocusResult
 from dualfocus.focus.protocols import SELECTIONS, FocusQuery
 
@@ -45,8 +46,7 @@ def add_model_arguments(p: argparse.ArgumentParser, model_path_default: str | No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dualfocus.serve.cli", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = FlagParser(prog="python -m dualfocus.serve.cli", description=__doc__)
     add_model_arguments(p)
     p.add_argument("--image", required=True, help="image file")
     p.add_argument("--question", required=True, help="the question (newlines allowed)")

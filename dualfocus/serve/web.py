@@ -35,6 +35,7 @@ from PIL import Image
 
 from dualfocus.benchmarks import get_protocol
 from dualfocus.engine.base import ContextLengthError
+from dualfocus.eval.cli import FlagParser
 from dualfocus.focus.pipeline import DualFocus, FocusResult
 from dualfocus.focus.protocols import SELECTIONS, FocusQuery
 from dualfocus.mm_utils import ImageLoadError, load_image
@@ -222,8 +223,7 @@ def _output_components(gr) -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dualfocus.serve.web", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = FlagParser(prog="python -m dualfocus.serve.web", description=__doc__)
     cli.add_model_arguments(p, model_path_default=str(ZOOM_CHECKPOINT))
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860)
