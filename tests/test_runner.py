@@ -20,11 +20,11 @@ from dualfocus.eval.runner import (
     get_chunk,
     read_answer_file,
     repair_last_line,
-    resolve_device,
     resolve_shard,
     run_benchmark,
     split_list,
 )
+from dualfocus.eval.shards import task_device
 from dualfocus.files import DiskFullError, FileBusyError
 from dualfocus.focus.pipeline import FocusConfig, FocusResult
 
@@ -94,17 +94,17 @@ def test_resolve_shard_precedence():
         resolve_shard(env={"SLURM_PROCID": "4", "SLURM_NTASKS": "4"})
 
 
-def test_resolve_device(monkeypatch):
+def test_task_device_follows_the_local_rank(monkeypatch):
     import torch
 
-    assert resolve_device("cuda:3", {}) == "cuda:3"
+    assert task_device("cuda:3", {}) == "cuda:3"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_device(None, {"SLURM_LOCALID": "1"}) == "cpu"
+    assert task_device(None, {"SLURM_LOCALID": "1"}) == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert resolve_device(None, {"SLURM_LOCALID": "3", "LOCAL_RANK": "0"}) == "cuda:1"
-    assert resolve_device(None, {"LOCAL_RANK": "1"}) == "cuda:1"
-    assert resolve_device(None, {}) == "cuda"
+    assert task_device(None, {"SLURM_LOCALID": "3", "LOCAL_RANK": "0"}) == "cuda:1"
+    assert task_device(None, {"LOCAL_RANK": "1"}) == "cuda:1"
+    assert task_device(None, {}) == "cuda"
 
 
 # -- the answer file --------------------------------------------------------------------------------

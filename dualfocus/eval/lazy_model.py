@@ -10,7 +10,7 @@ import os
 
 from dualfocus.engine import ENGINE_NAMES, build_engine
 from dualfocus.eval.config import EvalConfig
-from dualfocus.eval.shards import resolve_device
+from dualfocus.eval.shards import task_device
 from dualfocus.files import EvalRunError, one_line
 from dualfocus.focus.protocols import Protocol
 
@@ -51,7 +51,7 @@ class LazyPipeline:
         from dualfocus.focus.pipeline import DualFocus
         from dualfocus.model.builder import load_pretrained_model
 
-        device = resolve_device(self.options.device)
+        device = task_device(self.options.device)
         tokenizer, model, image_processor, _ = load_pretrained_model(
             self.model_path, self.options.model_base, None, device="cuda" if device == "auto" else device,
             device_map="auto" if device == "auto" else None, torch_dtype=self.options.dtype)

@@ -39,12 +39,11 @@ from dualfocus.eval.config import split_options
 from dualfocus.eval.lazy_model import LazyPipeline, ModelLoadError  # noqa: F401 - re-exported
 from dualfocus.eval.shards import (  # noqa: F401 - re-exported: the runner's public names
     get_chunk,
-    resolve_device,
     resolve_shard,
     split_list,
 )
 from dualfocus.eval.summary import format_summary, summarize
-from dualfocus.files import EvalRunError, one_line  # noqa: F401 - one_line re-exported (lmms plugin)
+from dualfocus.files import EvalRunError
 
 log = logging.getLogger(__name__)
 

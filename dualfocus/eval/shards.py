@@ -57,7 +57,7 @@ def resolve_shard(num_chunks: int | None = None, chunk_idx: int | None = None,
     return num_chunks, chunk_idx
 
 
-def resolve_device(device: str | None = None, env: Mapping[str, str] | None = None) -> str:
+def task_device(device: str | None = None, env: Mapping[str, str] | None = None) -> str:
     """The device to load the model on: the argument when given, else one GPU per local rank.
 
     ``SLURM_LOCALID``, else ``LOCAL_RANK``, picks ``cuda:<rank % visible GPUs>`` (a task that sees

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from dualfocus.engine.base import Engine
-from dualfocus.eval.runner import answer_batch, one_line
+from dualfocus.eval.runner import answer_batch
+from dualfocus.files import one_line
 from dualfocus.focus.pipeline import DualFocus, FocusConfig
 from dualfocus.focus.protocols import FocusQuery, Protocol, RecordError
 from dualfocus.integrations.lmms_eval.queries import GENERIC_FREE, GENERIC_MC, PROTOCOL_KEY, request_query

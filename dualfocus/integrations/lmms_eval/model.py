@@ -110,12 +110,12 @@ def parse_batch_size(value) -> int:
 
 def load_engine(pretrained: str, model_base, engine: str, device, dtype):
     """The checkpoint on the named engine, on `device` (default: this rank's GPU, else CPU)."""
-    from dualfocus.eval.runner import resolve_device
+    from dualfocus.eval.shards import task_device
     from dualfocus.model.builder import load_pretrained_model
 
     if engine not in ENGINE_NAMES:
         raise ValueError(f"dualfocus: unknown engine {engine!r}; choose one of {ENGINE_NAMES}")
-    device = resolve_device(device)
+    device = task_device(device)
     tokenizer, model, image_processor, _ = load_pretrained_model(
         pretrained, model_base, None, device="cuda" if device == "auto" else device,
         device_map="auto" if device == "auto" else None, torch_dtype=dtype)
