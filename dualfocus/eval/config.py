@@ -13,7 +13,7 @@ from dataclasses import MISSING, dataclass, field, fields
 
 from dualfocus.engine import ENGINE_NAMES
 from dualfocus.focus.pipeline import MODES, FocusConfig
-from dualfocus.focus.protocols import SELECTIONS
+from dualfocus.focus.protocols import SELECTION_HELP, SELECTIONS
 
 _FOCUS = FocusConfig()
 # The fields of EvalConfig that are FocusConfig's (the pipeline's), passed on as they are.
@@ -46,7 +46,7 @@ class EvalConfig:
     mode: str = option(_FOCUS.mode, help="macro: plain LLaVA, one pass", choices=MODES)
     engine: str = option("fast", help="fast: shared prefixes in one KV cache; reference: one question at a time",
                          choices=ENGINE_NAMES)
-    selection: str = option(_FOCUS.selection, help="how the final answer is chosen", choices=SELECTIONS)
+    selection: str = option(_FOCUS.selection, help=SELECTION_HELP, choices=SELECTIONS)
     device: str | None = option(None, help="cpu, cuda, cuda:N or auto; default: from the local rank")
     dtype: str | None = option(None, help="default: fp16 on GPU, fp32 on CPU", choices=DTYPES)
     annotation_file: str | None = option(None, help="gold answers for the summary's accuracies (optional)")

@@ -31,6 +31,8 @@ from typing import Any
 
 USER, ASSISTANT = 0, 1
 SELECTIONS = ("original", "candidate", "macro", "micro")
+SELECTION_HELP = ("the final answer once every pass ran: original/candidate, the choice by candidate loss; macro or "
+                  "micro, always that side (ablations from one run; --mode macro instead runs the macro pass only)")
 
 OPTION_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 OPTION_INSTRUCTION_CN = "请直接回答选项字母。"

@@ -24,7 +24,7 @@ from dualfocus.benchmarks import REGISTRY, get_benchmark, get_protocol
 from dualfocus.engine import ENGINE_NAMES, build_engine
 from dualfocus.eval.cli import FlagParser
 from dualfocus.focus.pipeline import MODES, DualFocus, FocusConfig, FocusResult
-from dualfocus.focus.protocols import SELECTIONS, FocusQuery
+from dualfocus.focus.protocols import SELECTION_HELP, SELECTIONS, FocusQuery
 
 PROTOCOLS = tuple(name for name, cls in REGISTRY.items() if cls.typed_questions)  # not MMBench: TSV rows
 ENGINES = ENGINE_NAMES
@@ -40,7 +40,7 @@ def add_model_arguments(p: argparse.ArgumentParser, model_path_default: str | No
     p.add_argument("--engine", choices=ENGINES, default="fast")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda when available)")
     p.add_argument("--mode", choices=MODES, default="dualfocus", help="macro: plain LLaVA, one pass")
-    p.add_argument("--selection", choices=SELECTIONS, default="original")
+    p.add_argument("--selection", choices=SELECTIONS, default="original", help=SELECTION_HELP)
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy, as the released evaluation")
     p.add_argument("--max-new-tokens", type=int, default=128)
 
