@@ -12,19 +12,18 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dualfocus.engine import decode
 from dualfocus.engine.base import (
     Engine,
     Generation,
     GenerationRequest,
     Handle,
     Request,
-    SamplingParams,
     Score,
     ScoringRequest,
     max_new_tokens,
     prompt_ids,
 )
-from dualfocus.engine.sampling import is_finished, pick_tokens
 from dualfocus.engine.tree import plan
 from dualfocus.engine.tree.forward import DeviceTree
 
@@ -49,8 +48,9 @@ class FastEngine(Engine):
     # -- verbs ------------------------------------------------------------------------------------
     def _generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         call, leaves, hidden, step = self._place(requests)
-        tokens = self._generate_tokens(call, leaves, [r.params for r in requests], hidden, step)
-        return [Generation(t, Handle(call, *leaf)) for t, leaf in zip(tokens, leaves)]
+        decodings = decode.start(requests, leaves, step, self.device)
+        decode.run(self, call, decodings, hidden, step)
+        return [Generation(d.tokens, Handle(call, *d.leaf), d.forwards) for d in decodings]
 
     def _loglikelihood(self, requests: list[ScoringRequest]) -> list[Score]:
         n = self.model.num_image_tokens
@@ -119,36 +119,6 @@ class FastEngine(Engine):
         hidden, tensors = call.tree.run(step, call.forest.n_branches)
         call.forest.commit(step, call.tree.logprobs(hidden, tensors, step))
         return hidden
-
-    # -- the generation loop ----------------------------------------------------------------------
-    def _generate_tokens(self, call: CallState, leaves, params: list[SamplingParams], hidden: torch.Tensor,
-                         step: plan.Step) -> list[list[int]]:
-        """Token by token, every unfinished request in one forward, until each stops."""
-        tokens: list[list[int]] = [[] for _ in leaves]
-        active = list(range(len(leaves)))
-        last = {i: step.columns[leaf][-1] - step.start for i, leaf in enumerate(leaves)}  # index into hidden
-        generators = {i: torch.Generator(device=self.device).manual_seed(p.seed)
-                      for i, p in enumerate(params) if p.temperature > 0}
-        while active:
-            rows = torch.tensor([leaves[i][0] for i in active], device=self.device)
-            logits = self.model.logits(hidden[rows, torch.tensor([last[i] for i in active], device=self.device)])
-            logits = logits.float()  # (A, V)
-            picked = pick_tokens(logits, [params[i] for i in active], [len(tokens[i]) for i in active],
-                                 [generators.get(i) for i in active])
-            picked_t = torch.tensor(picked, device=self.device)[:, None]
-            picked_lp = torch.log_softmax(logits, -1).gather(1, picked_t).squeeze(1).tolist()
-            builder, still = plan.StepBuilder(call.forest), []
-            for i, t, lp in zip(active, picked, picked_lp):
-                tokens[i].append(int(t))
-                if not is_finished(int(t), len(tokens[i]), params[i], self.eos_token_id):
-                    builder.append(*leaves[i], [int(t)], lps=[lp])
-                    still.append(i)
-            active = still
-            if active:
-                step = builder.finish()
-                hidden = self._forward(call, step)
-                last = {i: step.columns[leaves[i]][-1] - step.start for i in active}
-        return tokens
 
     # -- scoring ----------------------------------------------------------------------------------
     def _score(self, call: CallState, leaf, labels: list[int], computed_here: bool = False) -> Score | None:

@@ -105,12 +105,13 @@ class DeviceTree:
         if n_branches > old.shape[1] or step.width:
             self.sees = old.new_zeros(self.rows, max(n_branches, old.shape[1]), step.start + step.width)
             self.sees[:, : old.shape[1], : step.start] = old
-        if step.visible:
-            r = [row for row, _, cols in step.visible for _ in cols]
-            b = [branch for _, branch, cols in step.visible for _ in cols]
-            k = [col for _, _, cols in step.visible for col in cols]
-            idx = torch.tensor([r, b, k], dtype=torch.long, device=self.device)
-            self.sees[idx[0], idx[1], idx[2]] = True
+        for entries, value in ((step.hidden, False), (step.visible, True)):  # retracted drafts, then new paths
+            if entries:
+                r = [row for row, _, cols in entries for _ in cols]
+                b = [branch for _, branch, cols in entries for _ in cols]
+                k = [col for _, _, cols in entries for col in cols]
+                idx = torch.tensor([r, b, k], dtype=torch.long, device=self.device)
+                self.sees[idx[0], idx[1], idx[2]] = value
 
     def _embed(self, t: StepTensors) -> torch.Tensor:
         emb = self.model.embed(t.token)  # (R, S, C)
