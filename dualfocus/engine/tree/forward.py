@@ -77,6 +77,7 @@ class DeviceTree:
         layers = model.decoder_layers
         self.cache = KVBuffer(len(layers), reserve)
         self.cache_kwarg = cache_kwarg(type(layers[0]).forward)
+        self.bool_mask = model.config._attn_implementation == "sdpa"
         self.sees = torch.zeros(rows, 4, 0, dtype=torch.bool, device=self.device)  # (R, branches, columns)
         self.features: torch.Tensor | None = None  # (slots * n_image, C)
 
@@ -121,8 +122,15 @@ class DeviceTree:
         return torch.where((t.patch >= 0)[..., None], image, emb)
 
     def _mask(self, t: StepTensors, start: int, dtype: torch.dtype) -> torch.Tensor:
-        """(R, 1, S, T+S) additive mask: new column s sees column k when k is on its branch's path
-        and k <= start + s; unused columns see only themselves (finite, and seen by no one)."""
+        """(R, 1, S, T+S) mask: new column s sees column k when k is on its branch's path and
+        k <= start + s; unused columns see only themselves (finite, and seen by no one).
+
+        Boolean (True: attend) under sdpa, which takes it as it is: no dense float tensor per forward.
+        Kernels on CUDA (torch's sdp_utils: flash refuses any attn_mask, `check_for_attn_mask`), so
+        every tree forward (prefill and decode) runs the memory-efficient kernel, or cuDNN attention
+        where torch prefers it (Hopper, recent cuDNN); CLIP (no mask) may run flash. Other attention
+        implementations (eager) get the additive float mask they add to the scores.
+        """
         R, S = t.branch.shape
         rows = torch.arange(R, device=self.device)[:, None]
         allowed = self.sees[rows, t.branch.clamp(min=0)]  # (R, S, T+S)
@@ -130,6 +138,8 @@ class DeviceTree:
         own = (start + torch.arange(S, device=self.device))[None, :, None]
         allowed &= k <= own
         allowed = torch.where((t.branch < 0)[:, :, None], (k == own).expand(R, S, start + S), allowed)
+        if self.bool_mask:
+            return allowed[:, None]
         mask = torch.zeros(R, 1, S, start + S, dtype=dtype, device=self.device)
         return mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
 
