@@ -112,6 +112,19 @@ def test_box_drafts_save_forwards_and_change_nothing(engines, bench):
     assert all(r.extra["box_forwards"] <= r.extra["box_tokens"] for r in on)
 
 
+def test_fixed_shape_decode_steps_equal_the_reference(engines):
+    """The static decode path (engine.tree.static, run eagerly on CPU) through the whole method:
+    box drafts, micro continuations and scoring."""
+    items, _ = mixed_items("seed")
+    proto = get_protocol("seed")
+    fast = engines["fast"]
+    static = FastEngine(fast.model, fast.tokenizer, fast.image_processor, static_decode="eager")
+    got = DualFocus(static, proto, config()).run(items)
+    want = DualFocus(engines["reference"], proto, config()).run(items)
+    assert_same_results(got, want)
+    assert sum(r.losses is not None for r in got) >= 1
+
+
 def test_the_choice_follows_the_losses(engines):
     """Both-valid-different questions: the lower loss wins; the scored texts are the candidates."""
     proto = get_protocol("seed")

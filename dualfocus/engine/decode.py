@@ -117,7 +117,7 @@ def run(engine, call, decodings: list[Decoding], hidden: torch.Tensor, step: pla
         builder = plan.StepBuilder(call.forest)
         for d in live:
             feed(builder, d, eos)
-        step = builder.finish()
+        step = builder.finish(call.tree.decode_widths)
         hidden = engine._forward(call, step)
         for d in live:
             d.fed = [c - step.start for c in step.columns[d.leaf]]

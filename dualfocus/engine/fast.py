@@ -40,10 +40,26 @@ class CallState:
     images: list = field(default_factory=list)  # keeps the PIL objects alive, so their ids stay unique
 
 
+STATIC_DECODE = ("auto", "off", "eager", "graph")
+
+
 class FastEngine(Engine):
-    def __init__(self, model, tokenizer, image_processor, image_batch: int = 64):
+    """`static_decode`: decode steps of fixed shape (tree.static): "graph" captures them as CUDA
+    graphs, "eager" runs the same fixed-shape steps eagerly (CPU; the tests), "off" keeps the
+    growing eager steps; "auto": "graph" on CUDA, else "off". `warmup_s` sums the capture time
+    per step width over the engine's life."""
+
+    def __init__(self, model, tokenizer, image_processor, image_batch: int = 64, static_decode: str = "auto"):
         super().__init__(model, tokenizer, image_processor)
         self.image_batch = image_batch  # CLIP forward chunk
+        if static_decode not in STATIC_DECODE:
+            raise ValueError(f"static_decode must be one of {STATIC_DECODE}, got {static_decode!r}")
+        if static_decode == "auto":
+            static_decode = "graph" if self.device.type == "cuda" else "off"
+        if static_decode == "graph" and self.device.type != "cuda":
+            raise ValueError(f"static_decode='graph' needs a CUDA model, this one is on {self.device}")
+        self.static_decode = None if static_decode == "off" else static_decode
+        self.warmup_s: dict[int, float] = {}
 
     # -- verbs ------------------------------------------------------------------------------------
     def _generate(self, requests: list[GenerationRequest]) -> list[Generation]:
@@ -100,7 +116,8 @@ class FastEngine(Engine):
             longest=max(len(prompt_ids(r)) for r in requests), n_image=self.model.num_image_tokens,
             new_tokens=max(max_new_tokens(r) for r in requests),
             turns=max(getattr(r, "expect_turns", 0) for r in requests))
-        return CallState(plan.Forest(n_rows), DeviceTree(self.model, n_rows, reserve))
+        tree = DeviceTree(self.model, n_rows, reserve, self.static_decode, self.warmup_s)
+        return CallState(plan.Forest(n_rows), tree)
 
     def _register_images(self, call: CallState, requests: list[Request]) -> None:
         """Each new image (by identity) through CLIP and the projector once, into the next slot."""

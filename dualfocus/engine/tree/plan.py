@@ -148,8 +148,10 @@ class StepBuilder:
         path.extend(cols)
         self.forest.visible.append((row, branch, cols))
 
-    def finish(self) -> Step:
+    def finish(self, widths: Sequence[int] = ()) -> Step:
+        """The step, every row padded to the widest; to the first of `widths` that holds it, if any."""
         width = max((len(c.units) for c in self.rows.values()), default=0)
+        width = next((w for w in sorted(widths) if w >= width), width)
         rows = [self.rows.get(r, NewColumns()) for r in range(len(self.forest.rows))]
         for new in rows:
             pad = width - len(new.units)
