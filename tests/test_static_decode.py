@@ -11,6 +11,7 @@ import test_engine
 from test_drafts import Oracle
 from test_engine import IMAGES, TOL, chat, gen, greedy, mixed_requests
 
+from dualfocus.engine import fast as fast_module
 from dualfocus.engine.base import ScoringRequest
 from dualfocus.engine.fast import FastEngine
 from dualfocus.engine.tree import plan
@@ -77,9 +78,27 @@ def test_a_full_buffer_grows_on_the_eager_path_and_static_steps_resume(static, m
     """Reserve too little: the step that does not fit grows the buffer (eagerly); later steps run
     static again on the new buffer, with fresh inputs."""
     fast, ref, widths = static
+    monkeypatch.setattr(fast_module, "CAPACITY_STEP", 1)
     monkeypatch.setattr(plan, "reserve_columns", lambda longest, n_image, new_tokens, turns: longest + n_image + 3)
     requests = mixed_requests(fast.tokenizer)[:6]
     want = ref.generate(requests)
     got = fast.generate(requests)
     assert [g.token_ids for g in got] == [w.token_ids for w in want]
     assert len(widths) >= 8  # 20 new tokens, 3 columns of room: static before and after the growth
+
+
+def test_a_later_call_of_the_same_shape_reuses_the_buffer_and_sees_none_of_it(static):
+    """The second call takes the first's KV buffer and static inputs (graphs, on CUDA); what the
+    first call left there is hidden by the new call's masks."""
+    fast, ref, widths = static
+    first = mixed_requests(fast.tokenizer)
+    second = first[::-1]  # the same rows and longest prompt, other contents in every column
+    fast.generate(first)
+    spare = fast._spare
+    assert spare is not None and spare.static.tree is None
+    got = fast.generate(second)
+    assert fast._spare is None  # in use while the call's handles live
+    tokens = [g.token_ids for g in got]
+    del got
+    assert fast._spare is not None and fast._spare.static is spare.static  # then kept again
+    assert tokens == [w.token_ids for w in ref.generate(second)]

@@ -8,6 +8,7 @@ equal the reference engine's; hints only decide what is shared and kept.
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -26,6 +27,7 @@ from dualfocus.engine.base import (
 )
 from dualfocus.engine.tree import plan
 from dualfocus.engine.tree.forward import DeviceTree
+from dualfocus.engine.tree.static import CAPACITY_STEP, Spare
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class FastEngine(Engine):
             raise ValueError(f"static_decode='graph' needs a CUDA model, this one is on {self.device}")
         self.static_decode = None if static_decode == "off" else static_decode
         self.warmup_s: dict[int, float] = {}
+        self._spare: Spare | None = None
 
     # -- verbs ------------------------------------------------------------------------------------
     def _generate(self, requests: list[GenerationRequest]) -> list[Generation]:
@@ -116,8 +119,20 @@ class FastEngine(Engine):
             longest=max(len(prompt_ids(r)) for r in requests), n_image=self.model.num_image_tokens,
             new_tokens=max(max_new_tokens(r) for r in requests),
             turns=max(getattr(r, "expect_turns", 0) for r in requests))
-        tree = DeviceTree(self.model, n_rows, reserve, self.static_decode, self.warmup_s)
-        return CallState(plan.Forest(n_rows), tree)
+        spare = None
+        if self.static_decode:  # reuse the last finished call's buffer and graphs when the shape matches
+            reserve = -(-reserve // CAPACITY_STEP) * CAPACITY_STEP
+            spare, self._spare = self._spare, None  # a mismatch is freed before the new buffer is made
+            spare = spare if spare is not None and spare.key == (n_rows, reserve) else None
+        tree = DeviceTree(self.model, n_rows, reserve, self.static_decode, self.warmup_s, spare)
+        call = CallState(plan.Forest(n_rows), tree)
+        if self.static_decode:
+            weakref.finalize(call, self._keep_spare, tree)
+        return call
+
+    def _keep_spare(self, tree: DeviceTree) -> None:
+        """When a call's last handle is gone: keep its buffer for the next call (one at most: memory)."""
+        self._spare = tree.spare()
 
     def _register_images(self, call: CallState, requests: list[Request]) -> None:
         """Each new image (by identity) through CLIP and the projector once, into the next slot."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from dualfocus.engine.tree.plan import Patch, Step
-from dualfocus.engine.tree.static import BUCKETS, StaticDecoder
+from dualfocus.engine.tree.static import BUCKETS, Spare, StaticDecoder
 from dualfocus.model.llava_llama import cache_kwarg
 
 
@@ -84,7 +84,7 @@ class DeviceTree:
     """The device half of one call: the KV buffer, what each branch sees, and the image features."""
 
     def __init__(self, model, rows: int, reserve: int, static: str | None = None,
-                 warmup_s: dict[int, float] | None = None):
+                 warmup_s: dict[int, float] | None = None, spare: Spare | None = None):
         self.model, self.rows, self.device = model, rows, model.text_device
         self.n_image = model.num_image_tokens
         layers = model.decoder_layers
@@ -96,6 +96,19 @@ class DeviceTree:
         # Fixed-shape decode steps: None (eager only), "eager" (the static path run eagerly: CPU,
         # tests) or "graph" (captured and replayed on CUDA).
         self.static = StaticDecoder(self, static == "graph", warmup_s) if static else None
+        if spare is not None:  # the buffer, inputs and graphs of a finished call of this shape
+            if spare.key != (rows, reserve) or self.static is None:
+                raise RuntimeError(f"internal: a spare of shape {spare.key} for a call of {(rows, reserve)}")
+            self.cache.keys, self.cache.values, self.static = spare.keys, spare.values, spare.static
+            self.static.tree = self
+
+    def spare(self) -> Spare | None:
+        """This call's buffer and static decoder for a later call (None: nothing worth keeping)."""
+        if self.static is None or self.cache.capacity != self.cache.reserve:
+            return None  # no static steps, or a buffer that grew past its shape
+        spare = Spare((self.rows, self.cache.reserve), self.cache.keys, self.cache.values, self.static)
+        self.static.tree = None  # the old call's features and masks may go
+        return spare
 
     @property
     def decode_widths(self) -> tuple[int, ...]:

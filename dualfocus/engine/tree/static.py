@@ -23,6 +23,19 @@ from dataclasses import dataclass
 import torch
 
 BUCKETS = (1, 2, 4, 8)  # step widths: 1 plain decoding; up to 5 with a box draft (pending + 4)
+CAPACITY_STEP = 256  # KV capacities are rounded up to this, so that calls of similar prompts share a shape
+
+
+@dataclass
+class Spare:
+    """A finished call's KV buffer and static decoder (its inputs and graphs point into that buffer),
+    kept for the next call of the same shape: graphs are captured once per shape, not per call.
+    Whatever the old call left in the buffer is finite and never seen: masks come from the new call."""
+
+    key: tuple[int, int]  # (rows, capacity)
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    static: StaticDecoder
 
 
 @dataclass
