@@ -48,7 +48,7 @@ STATIC_DECODE = ("auto", "off", "eager", "graph")
 class FastEngine(Engine):
     """`static_decode`: decode steps of fixed shape (tree.static): "graph" captures them as CUDA
     graphs, "eager" runs the same fixed-shape steps eagerly (CPU; the tests), "off" keeps the
-    growing eager steps; "auto": "graph" on CUDA, else "off". `warmup_s` sums the capture time
+    growing eager steps; "auto": "graph" on one CUDA device, else "off". `warmup_s` sums the capture time
     per step width over the engine's life."""
 
     def __init__(self, model, tokenizer, image_processor, image_batch: int = 64, static_decode: str = "auto"):
@@ -56,8 +56,9 @@ class FastEngine(Engine):
         self.image_batch = image_batch  # CLIP forward chunk
         if static_decode not in STATIC_DECODE:
             raise ValueError(f"static_decode must be one of {STATIC_DECODE}, got {static_decode!r}")
+        one_device = len({p.device for p in model.parameters()}) == 1  # graphs of a device_map: not here
         if static_decode == "auto":
-            static_decode = "graph" if self.device.type == "cuda" else "off"
+            static_decode = "graph" if self.device.type == "cuda" and one_device else "off"
         if static_decode == "graph" and self.device.type != "cuda":
             raise ValueError(f"static_decode='graph' needs a CUDA model, this one is on {self.device}")
         self.static_decode = None if static_decode == "off" else static_decode

@@ -196,8 +196,9 @@ class DeviceTree:
         text = (t.patch < 0) & (t.branch >= 0)
         r, s = (wanted & text & (t.before >= 0) & known.isnan()).nonzero(as_tuple=True)
         if len(r):
-            logits = self.model.logits(hidden[r, t.before[r, s]]).float()  # (N, V)
-            values = torch.log_softmax(logits, -1).gather(1, t.token[r, s][:, None]).squeeze(1)
+            at = hidden.device  # the last layers' device under a device_map
+            logits = self.model.logits(hidden[r.to(at), t.before[r, s].to(at)]).float()  # (N, V)
+            values = torch.log_softmax(logits, -1).gather(1, t.token[r, s][:, None].to(at)).squeeze(1)
             for row, col, v in zip(r.tolist(), s.tolist(), values.tolist()):
                 lps[row][col] = v
         return lps
