@@ -2,7 +2,8 @@
 
 Per batch of questions, each carried by a `Question` through named steps:
   1. `macro_and_box`: the macro and box passes, as one `generate` call (grouped per question:
-     they share the image prefix);
+     they share the image prefix); the box request carries a draft of the box's format tokens
+     (focus.drafts; the same tokens in fewer forwards, recorded in `extra["box_forwards"]`);
   2. `crops`: each box text -> a crop (`dualfocus.boxes`); a bad box keeps the macro answer;
   3. `micro`: the micro pass on [full image, crop], continuing the box pass (its handle);
   4. `decide_and_score`: the protocol decides, and names two candidates to score when it must;
