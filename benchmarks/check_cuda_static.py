@@ -4,6 +4,7 @@ On a small random fp32 model at the benchmark's shapes (preset cpu-small, on CUD
 decode steps captured as CUDA graphs ("graph") must give the answers of the eager steps ("off") and
 of the reference engine, losses within 1e-3, over two batches (the second reuses the first's
 graphs). Exit status 0: the graph path may be timed; 1: it may not (gpu_run.sh then times "off").
+`--device cpu` dry-runs the script with the same fixed-shape steps run eagerly (no capture).
 """
 
 from __future__ import annotations
@@ -27,20 +28,22 @@ from dualfocus.tiny.tokenizer import train_llama_tokenizer  # noqa: E402
 
 
 def main() -> int:
+    device = sys.argv[sys.argv.index("--device") + 1] if "--device" in sys.argv else "cuda"
+    static = "graph" if device.startswith("cuda") else "eager"
     shape = PRESETS["cpu-small"]
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = load_tokenizer(train_llama_tokenizer(Path(tmp) / "tok"))
-    model = build_model(shape, "cuda", torch.float32)
+    model = build_model(shape, device, torch.float32)
     processor = image_processor(shape.image_size)
-    proto, items = questions(8)
+    proto, items = questions(4)
     cfg = FocusConfig(forced_outputs=FORCED)
     runs = {}
-    for name, engine in (("graph", FastEngine(model, tokenizer, processor, static_decode="graph")),
+    for name, engine in (("graph", FastEngine(model, tokenizer, processor, static_decode=static)),
                          ("off", FastEngine(model, tokenizer, processor, static_decode="off")),
                          ("reference", ReferenceEngine(model, tokenizer, processor))):
         t0 = time.perf_counter()
         runner = DualFocus(engine, proto, cfg)
-        runs[name] = runner.run(items[:4]) + runner.run(items[4:])
+        runs[name] = runner.run(items[:2]) + runner.run(items[2:])
         print(f"{name}: {time.perf_counter() - t0:.2f} s; warm-up {getattr(engine, 'warmup_s', None)}")
     ok = True
     for name in ("graph", "off"):

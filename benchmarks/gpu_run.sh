@@ -18,12 +18,12 @@ run() {  # name, time limit, preset, extra args
 static=graph
 timeout "${LIMIT_CHECK:-40}" python benchmarks/check_cuda_static.py 2>&1 | log check_cuda_static \
   || { static=off; echo "CUDA graph check failed or timed out: timing static_decode=off"; }
-run 7b "${LIMIT_7B:-200}" 7b --batch-sizes 1 8 32 64 --batches 2 --reference-questions 3 --check --breakdown
-run 7b_own_box "${LIMIT_OWN:-60}" 7b --batch-sizes 1 --batches 2 --reference-questions 1 --own-box
-run 7b_b64_eager "${LIMIT_EAGER:-50}" 7b --batch-sizes 64 --batches 1 --reference-questions 1 --static-decode off
-run 13b "${LIMIT_13B:-110}" 13b --batch-sizes 1 8 32 --batches 1 --reference-questions 2
+run 7b "${LIMIT_7B:-190}" 7b --batch-sizes 1 8 32 64 --batches 2 --reference-questions 3 --check --breakdown
+run 7b_own_box "${LIMIT_OWN:-40}" 7b --batch-sizes 1 --batches 2 --reference-questions 1 --own-box
+run 7b_b64_eager "${LIMIT_EAGER:-40}" 7b --batch-sizes 64 --batches 1 --reference-questions 1 --static-decode off
+run 13b "${LIMIT_13B:-100}" 13b --batch-sizes 1 8 32 --batches 1 --reference-questions 2
 if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
-  run 7b_2gpu "${LIMIT_2GPU:-90}" 7b-2gpu --batch-sizes 32 64 --batches 1 --reference-questions 1
+  run 7b_2gpu "${LIMIT_2GPU:-60}" 7b-2gpu --batch-sizes 32 64 --batches 1 --reference-questions 1
 else
   echo "7b-2gpu: skipped, one GPU visible"
 fi
