@@ -96,6 +96,36 @@ def test_fast_equals_reference_on_a_mixed_batch(engines, bench, selection):
     assert sum(r.losses is not None for r in got) >= 1
 
 
+@pytest.mark.parametrize("bench", ["seed", "textvqa"])
+def test_box_drafts_save_forwards_and_change_nothing(engines, bench):
+    """The box pass's drafts (focus.drafts): the same results as without, in fewer forwards for a
+    well-formed box; the trained bad boxes (pixel units, "none", ...) break the format and cost none."""
+    items, _ = mixed_items(bench)
+    proto = get_protocol(bench)
+    on = DualFocus(engines["fast"], proto, config()).run(items)
+    off = DualFocus(engines["fast"], proto, config(draft_box=False)).run(items)
+    assert_same_results(on, off)
+    assert all(r.extra["box_forwards"] == r.extra["box_tokens"] for r in off)
+    good = [r for r in on if r.box is not None and len(r.box_text) == len("[0.12, 0.34, 0.56, 0.78]")]
+    assert len(good) >= 4
+    for r in good:  # "▁[" 0 . d d , ▁ ... ] </s>: 25 tokens in the prompt's forward, "▁[ 0 ." and two per number
+        assert (r.extra["box_tokens"], r.extra["box_forwards"]) == (25, 10), r.box_text
+    assert all(r.extra["box_forwards"] <= r.extra["box_tokens"] for r in on)
+
+
+def test_fixed_shape_decode_steps_equal_the_reference(engines):
+    """The static decode path (engine.tree.static, run eagerly on CPU) through the whole method:
+    box drafts, micro continuations and scoring."""
+    items, _ = mixed_items("seed")
+    proto = get_protocol("seed")
+    fast = engines["fast"]
+    static = FastEngine(fast.model, fast.tokenizer, fast.image_processor, static_decode="eager")
+    got = DualFocus(static, proto, config()).run(items)
+    want = DualFocus(engines["reference"], proto, config()).run(items)
+    assert_same_results(got, want)
+    assert sum(r.losses is not None for r in got) >= 1
+
+
 def test_the_choice_follows_the_losses(engines):
     """Both-valid-different questions: the lower loss wins; the scored texts are the candidates."""
     proto = get_protocol("seed")

@@ -120,3 +120,42 @@ def test_mean_nll():
     assert math.isnan(loss) and n == 2
     with pytest.raises(RuntimeError, match="internal"):
         mean_nll([0.0], labels, False)
+
+
+def test_a_step_is_padded_to_the_first_width_that_holds_it():
+    forest = Forest(2)
+    step = StepBuilder(forest)
+    a, b = forest.new_branch(0), forest.new_branch(1)
+    step.append(0, a, [1, 2, 3])
+    step.append(1, b, [4])
+    done = step.finish(widths=(1, 2, 4, 8))
+    assert done.width == 4
+    assert done.rows[0].units == [1, 2, 3, None] and done.rows[1].units == [4, None, None, None]
+    assert done.rows[1].branch == [b, -1, -1, -1]
+    wide = StepBuilder(forest)
+    wide.append(0, a, list(range(9)))
+    assert wide.finish(widths=(1, 2, 4, 8)).width == 9  # wider than every bucket: as wide as it is
+
+
+def test_retracted_columns_leave_the_path_and_the_next_step_hides_them():
+    """Rejected draft tokens: their columns stay in the row, off the branch's path, and a branch
+    made later from that path does not inherit them."""
+    forest = Forest(1)
+    first = StepBuilder(forest)
+    trunk = forest.new_branch(0)
+    first.append(0, trunk, [1, 2, 3, 4, 5])  # columns 0-4: a pending token (1) and a draft (2-5)
+    forest.commit(first.finish(), [[NAN] * 5])
+    forest.retract((0, trunk), 2)  # 4 and 5 rejected
+    forest.set_lp(0, 2, -0.5)  # the accepted draft token 3 learns its log-prob
+    assert forest.rows[0].paths[trunk] == [0, 1, 2]
+    assert forest.path_units((0, trunk)) == [1, 2, 3] and forest.path_lps((0, trunk))[2] == -0.5
+    nxt = StepBuilder(forest)
+    nxt.append(0, trunk, [9])
+    child = forest.new_branch(0, trunk, 3)
+    step = nxt.finish()
+    assert step.hidden == [(0, trunk, [3, 4])]
+    assert step.columns[(0, trunk)] == [5] and step.rows[0].position == [3]  # after the kept path
+    assert step.rows[0].before == [-1]  # its predecessor (column 2) ran in an earlier step
+    assert forest.rows[0].paths[child] == [0, 1, 2]
+    with pytest.raises(RuntimeError, match="retracting"):
+        forest.retract((0, trunk), 10)

@@ -7,15 +7,16 @@ A request holds token ids with IMAGE_TOKEN_INDEX (-200) once per entry of `image
 crosses this line (prompts are rendered and answers detokenised by the caller: dualfocus.focus.text).
 The keyword-only fields are hints an engine may use to share work; they never change a result:
 `group` (requests of one group share their common prefix), `parent` (continue an earlier
-generation's state), `keep_logprobs` and `expect_turns` (what later requests will reuse). The
-reference engine ignores them. `Engine.generate` / `Engine.loglikelihood` check every request
+generation's state), `keep_logprobs` and `expect_turns` (what later requests will reuse), and
+`draft` (a guess of the next tokens, verified before it is kept: see `Draft`). The reference
+engine ignores them. `Engine.generate` / `Engine.loglikelihood` check every request
 (images vs markers, labels, parents, the model's positions) before a subclass runs them.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
@@ -35,6 +36,13 @@ class SamplingParams:
     forced: tuple[int, ...] | None = None  # benchmarks: emit exactly these tokens (logits still computed)
 
 
+# The tokens generated so far (the last one chosen but not yet fed) -> a guess of the tokens that
+# follow it. An engine may feed the guess with that last token in one forward and keep the longest
+# prefix equal to its own choices: greedy and forced outputs are unchanged by construction (a wrong
+# guess costs columns, not tokens); sampled outputs (temperature > 0) ignore it.
+Draft = Callable[[Sequence[int]], Sequence[int]]
+
+
 @dataclass
 class GenerationRequest:
     token_ids: Sequence[int]  # the prompt; IMAGE_TOKEN_INDEX once per image
@@ -45,12 +53,14 @@ class GenerationRequest:
     parent: Handle | None = None  # from an earlier call of the same engine
     keep_logprobs: int = 0  # log p(token_ids[j]) for j < this may be labelled by a later request
     expect_turns: int = 0  # later turns about this long will continue this request: room to reserve
+    draft: Draft | None = None
 
 
 @dataclass
 class Generation:
     token_ids: list[int]  # the new tokens, EOS included when it stopped there
     handle: Handle | None = None
+    forwards: int = 0  # model forwards this generation took part in, its prompt's included
 
 
 @dataclass

@@ -8,25 +8,26 @@ equal the reference engine's; hints only decide what is shared and kept.
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass, field
 
 import torch
 
+from dualfocus.engine import decode
 from dualfocus.engine.base import (
     Engine,
     Generation,
     GenerationRequest,
     Handle,
     Request,
-    SamplingParams,
     Score,
     ScoringRequest,
     max_new_tokens,
     prompt_ids,
 )
-from dualfocus.engine.sampling import is_finished, pick_tokens
 from dualfocus.engine.tree import plan
 from dualfocus.engine.tree.forward import DeviceTree
+from dualfocus.engine.tree.static import CAPACITY_STEP, Spare
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,35 @@ class CallState:
     images: list = field(default_factory=list)  # keeps the PIL objects alive, so their ids stay unique
 
 
+STATIC_DECODE = ("auto", "off", "eager", "graph")
+
+
 class FastEngine(Engine):
-    def __init__(self, model, tokenizer, image_processor, image_batch: int = 64):
+    """`static_decode`: decode steps of fixed shape (tree.static): "graph" captures them as CUDA
+    graphs, "eager" runs the same fixed-shape steps eagerly (CPU; the tests), "off" keeps the
+    growing eager steps; "auto": "graph" on one CUDA device, else "off". `warmup_s` sums the capture time
+    per step width over the engine's life."""
+
+    def __init__(self, model, tokenizer, image_processor, image_batch: int = 64, static_decode: str = "auto"):
         super().__init__(model, tokenizer, image_processor)
         self.image_batch = image_batch  # CLIP forward chunk
+        if static_decode not in STATIC_DECODE:
+            raise ValueError(f"static_decode must be one of {STATIC_DECODE}, got {static_decode!r}")
+        one_device = len({p.device for p in model.parameters()}) == 1  # graphs of a device_map: not here
+        if static_decode == "auto":
+            static_decode = "graph" if self.device.type == "cuda" and one_device else "off"
+        if static_decode == "graph" and self.device.type != "cuda":
+            raise ValueError(f"static_decode='graph' needs a CUDA model, this one is on {self.device}")
+        self.static_decode = None if static_decode == "off" else static_decode
+        self.warmup_s: dict[int, float] = {}
+        self._spare: Spare | None = None
 
     # -- verbs ------------------------------------------------------------------------------------
     def _generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         call, leaves, hidden, step = self._place(requests)
-        tokens = self._generate_tokens(call, leaves, [r.params for r in requests], hidden, step)
-        return [Generation(t, Handle(call, *leaf)) for t, leaf in zip(tokens, leaves)]
+        decodings = decode.start(requests, leaves, step, self.device)
+        decode.run(self, call, decodings, hidden, step)
+        return [Generation(d.tokens, Handle(call, *d.leaf), d.forwards) for d in decodings]
 
     def _loglikelihood(self, requests: list[ScoringRequest]) -> list[Score]:
         n = self.model.num_image_tokens
@@ -100,7 +120,20 @@ class FastEngine(Engine):
             longest=max(len(prompt_ids(r)) for r in requests), n_image=self.model.num_image_tokens,
             new_tokens=max(max_new_tokens(r) for r in requests),
             turns=max(getattr(r, "expect_turns", 0) for r in requests))
-        return CallState(plan.Forest(n_rows), DeviceTree(self.model, n_rows, reserve))
+        spare = None
+        if self.static_decode:  # reuse the last finished call's buffer and graphs when the shape matches
+            reserve = -(-reserve // CAPACITY_STEP) * CAPACITY_STEP
+            spare, self._spare = self._spare, None  # a mismatch is freed before the new buffer is made
+            spare = spare if spare is not None and spare.key == (n_rows, reserve) else None
+        tree = DeviceTree(self.model, n_rows, reserve, self.static_decode, self.warmup_s, spare)
+        call = CallState(plan.Forest(n_rows), tree)
+        if self.static_decode:
+            weakref.finalize(call, self._keep_spare, tree)
+        return call
+
+    def _keep_spare(self, tree: DeviceTree) -> None:
+        """When a call's last handle is gone: keep its buffer for the next call (one at most: memory)."""
+        self._spare = tree.spare()
 
     def _register_images(self, call: CallState, requests: list[Request]) -> None:
         """Each new image (by identity) through CLIP and the projector once, into the next slot."""
@@ -119,36 +152,6 @@ class FastEngine(Engine):
         hidden, tensors = call.tree.run(step, call.forest.n_branches)
         call.forest.commit(step, call.tree.logprobs(hidden, tensors, step))
         return hidden
-
-    # -- the generation loop ----------------------------------------------------------------------
-    def _generate_tokens(self, call: CallState, leaves, params: list[SamplingParams], hidden: torch.Tensor,
-                         step: plan.Step) -> list[list[int]]:
-        """Token by token, every unfinished request in one forward, until each stops."""
-        tokens: list[list[int]] = [[] for _ in leaves]
-        active = list(range(len(leaves)))
-        last = {i: step.columns[leaf][-1] - step.start for i, leaf in enumerate(leaves)}  # index into hidden
-        generators = {i: torch.Generator(device=self.device).manual_seed(p.seed)
-                      for i, p in enumerate(params) if p.temperature > 0}
-        while active:
-            rows = torch.tensor([leaves[i][0] for i in active], device=self.device)
-            logits = self.model.logits(hidden[rows, torch.tensor([last[i] for i in active], device=self.device)])
-            logits = logits.float()  # (A, V)
-            picked = pick_tokens(logits, [params[i] for i in active], [len(tokens[i]) for i in active],
-                                 [generators.get(i) for i in active])
-            picked_t = torch.tensor(picked, device=self.device)[:, None]
-            picked_lp = torch.log_softmax(logits, -1).gather(1, picked_t).squeeze(1).tolist()
-            builder, still = plan.StepBuilder(call.forest), []
-            for i, t, lp in zip(active, picked, picked_lp):
-                tokens[i].append(int(t))
-                if not is_finished(int(t), len(tokens[i]), params[i], self.eos_token_id):
-                    builder.append(*leaves[i], [int(t)], lps=[lp])
-                    still.append(i)
-            active = still
-            if active:
-                step = builder.finish()
-                hidden = self._forward(call, step)
-                last = {i: step.columns[leaves[i]][-1] - step.start for i in active}
-        return tokens
 
     # -- scoring ----------------------------------------------------------------------------------
     def _score(self, call: CallState, leaf, labels: list[int], computed_here: bool = False) -> Score | None:

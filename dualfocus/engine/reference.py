@@ -33,7 +33,8 @@ class ReferenceEngine(Engine):
         out = []
         for req in requests:
             embeds, _ = self._embed(req.token_ids, req.images)
-            out.append(Generation(self._generate_tokens(embeds, req.params), Handle(call)))
+            tokens = self._generate_tokens(embeds, req.params)  # one forward per token: it ignores drafts
+            out.append(Generation(tokens, Handle(call), forwards=len(tokens)))
         return out
 
     def _embed(self, ids: Sequence[int], images, labels: Sequence[int] | None = None):

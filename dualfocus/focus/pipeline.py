@@ -2,7 +2,8 @@
 
 Per batch of questions, each carried by a `Question` through named steps:
   1. `macro_and_box`: the macro and box passes, as one `generate` call (grouped per question:
-     they share the image prefix);
+     they share the image prefix); the box request carries a draft of the box's format tokens
+     (focus.drafts; the same tokens in fewer forwards, recorded in `extra["box_forwards"]`);
   2. `crops`: each box text -> a crop (`dualfocus.boxes`); a bad box keeps the macro answer;
   3. `micro`: the micro pass on [full image, crop], continuing the box pass (its handle);
   4. `decide_and_score`: the protocol decides, and names two candidates to score when it must;
@@ -25,6 +26,7 @@ from dualfocus import boxes
 from dualfocus.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 from dualfocus.conversation import conv_templates
 from dualfocus.engine.base import Engine, GenerationRequest, Handle, SamplingParams, ScoringRequest
+from dualfocus.focus.drafts import BoxDrafter
 from dualfocus.focus.protocols import SELECTIONS, Decision, FocusQuery, Protocol
 from dualfocus.focus.scoring import ScoringError, scoring_example
 from dualfocus.focus.text import Chat
@@ -53,6 +55,8 @@ class FocusConfig:
     # Benchmarks only: pass name ("macro", "box", "micro") -> the text that pass must emit, so
     # random-weight models at real shapes take every path (box parsed, both answers valid).
     forced_outputs: tuple[tuple[str, str], ...] = ()
+    # The box pass carries a draft of its format tokens (focus.drafts): fewer forwards, the same tokens.
+    draft_box: bool = True
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -124,6 +128,8 @@ class DualFocus:
         self._params["box"] = config.params(config.box_max_new_tokens)
         for name, text in config.forced_outputs:
             self._params[name] = config.params(forced=self.chat.answer_ids(text))
+        self._box_draft = BoxDrafter.from_tokenizer(engine.tokenizer) \
+            if config.draft_box and config.mode == "dualfocus" else None
 
     def run(self, items: Sequence[tuple[FocusQuery, Image.Image]]) -> list[FocusResult]:
         cfg = self.config
@@ -149,7 +155,7 @@ class DualFocus:
                                           group=qn.group))
             if box_too:  # continued by the micro turn (with the crop) and the scoring
                 requests.append(self._request("box", [(0, self.protocol.box_prompt(qn.query))], [qn.image],
-                                              group=qn.group, expect_turns=1))
+                                              group=qn.group, expect_turns=1, draft=self._box_draft))
         gens = iter(self.engine.generate(requests))
         for qn in questions:
             res = qn.result
@@ -158,6 +164,7 @@ class DualFocus:
             if box_too:
                 box = next(gens)
                 res.box_text, qn.box_handle = self.chat.answer_text(box.token_ids), box.handle
+                res.extra["box_tokens"], res.extra["box_forwards"] = len(box.token_ids), box.forwards
 
     def crops(self, questions: list[Question]) -> None:
         """A crop per usable box; otherwise `fallback` says why there is none."""

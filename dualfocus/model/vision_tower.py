@@ -1,7 +1,10 @@
 """CLIP vision tower with LLaVA's feature selection.
 
 LLaVA takes the hidden states of layer `mm_vision_select_layer` (-2 for LLaVA-1.5) and drops the
-CLS token ("patch") or keeps it ("cls_patch").
+CLS token ("patch") or keeps it ("cls_patch"). The tower runs only the layers before that one
+(LLaVA-1.5: 23 of CLIP ViT-L's 24; the last layer and the post-norm would be computed for nothing),
+over all images of a call in one batch; its attention is CLIP's own (`config._attn_implementation`,
+sdpa by default: no mask, so on CUDA torch picks its flash or memory-efficient kernel).
 """
 
 import torch
@@ -18,6 +21,8 @@ class CLIPVisionTower(nn.Module):
         if not -(n_layers + 1) <= select_layer <= n_layers:
             raise ValueError(f"mm_vision_select_layer {select_layer} is outside a {n_layers}-layer vision tower")
         self.select_layer = select_layer
+        # hidden_states[k] of CLIP's output = the embeddings (pre-norm) after k layers: run k of them
+        self.layers_run = select_layer if select_layer >= 0 else n_layers + 1 + select_layer
         self.select_feature = select_feature
         # Attribute name `vision_tower` gives the checkpoint keys `model.vision_tower.vision_tower.*`.
         self.vision_tower = CLIPVisionModel(config)
@@ -49,10 +54,11 @@ class CLIPVisionTower(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) pixel values -> (N, num_tokens, hidden) features, in the input's dtype."""
-        out = self.vision_tower(
-            images.to(device=self.device, dtype=self.dtype), output_hidden_states=True, return_dict=True
-        )
-        hidden = out.hidden_states[self.select_layer]  # (N, 1 + num_patches, C); [0] = embeddings
+        tower = self.vision_tower
+        hidden = tower.pre_layrnorm(tower.embeddings(images.to(device=self.device, dtype=self.dtype)))
+        for layer in tower.encoder.layers[: self.layers_run]:  # (N, 1 + num_patches, C) throughout
+            out = layer(hidden, None)
+            hidden = out[0] if isinstance(out, tuple) else out
         if self.select_feature == "patch":
             hidden = hidden[:, 1:]  # drop CLS
         return hidden.to(images.dtype)

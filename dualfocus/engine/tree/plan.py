@@ -65,6 +65,7 @@ class Step:
     rows: list[NewColumns]
     columns: dict[Leaf, list[int]]  # the new columns of each (row, branch), in order
     visible: list[tuple[int, int, list[int]]]  # (row, branch, columns) it now sees: for the mask
+    hidden: list[tuple[int, int, list[int]]] = field(default_factory=list)  # (row, branch, columns) it no longer sees
 
 
 class Forest:
@@ -74,6 +75,7 @@ class Forest:
         self.rows = [Row() for _ in range(rows)]
         self.width = 0  # columns so far
         self.visible: list[tuple[int, int, list[int]]] = []  # not yet in a Step
+        self.hidden: list[tuple[int, int, list[int]]] = []  # retracted, not yet in a Step
 
     def new_branch(self, row: int, parent: int | None = None, cut: int = 0) -> int:
         """A branch that sees the first `cut` columns of `parent`'s path."""
@@ -95,6 +97,21 @@ class Forest:
     def path_lps(self, leaf: Leaf) -> list[float]:
         row = self.rows[leaf[0]]
         return [row.lps[c] for c in row.paths[leaf[1]]]
+
+    def retract(self, leaf: Leaf, n: int) -> None:
+        """Take the last `n` columns off a branch's path (rejected draft tokens): they stay in the
+        cache, seen by no one; later columns of the branch follow the path that remains."""
+        if n <= 0:
+            return
+        path = self.rows[leaf[0]].paths[leaf[1]]
+        if n > len(path):
+            raise RuntimeError(f"internal: retracting {n} columns of a path of {len(path)}")
+        self.hidden.append((leaf[0], leaf[1], path[-n:]))
+        del path[-n:]
+
+    def set_lp(self, row: int, column: int, value: float) -> None:
+        """Record a log-prob learnt after its column ran (an accepted draft token)."""
+        self.rows[row].lps[column] = value
 
     def commit(self, step: Step, lps: Sequence[Sequence[float]]) -> None:
         """Record a step that ran, with the log-probs it knows per new column."""
@@ -131,8 +148,10 @@ class StepBuilder:
         path.extend(cols)
         self.forest.visible.append((row, branch, cols))
 
-    def finish(self) -> Step:
+    def finish(self, widths: Sequence[int] = ()) -> Step:
+        """The step, every row padded to the widest; to the first of `widths` that holds it, if any."""
         width = max((len(c.units) for c in self.rows.values()), default=0)
+        width = next((w for w in sorted(widths) if w >= width), width)
         rows = [self.rows.get(r, NewColumns()) for r in range(len(self.forest.rows))]
         for new in rows:
             pad = width - len(new.units)
@@ -143,7 +162,8 @@ class StepBuilder:
             new.lps += [NAN] * pad
             new.wanted += [False] * pad
         visible, self.forest.visible = self.forest.visible, []
-        return Step(self.start, width, rows, self.columns, visible)
+        hidden, self.forest.hidden = self.forest.hidden, []
+        return Step(self.start, width, rows, self.columns, visible, hidden)
 
 
 # -- requests -> units ------------------------------------------------------------------------------
