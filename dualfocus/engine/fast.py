@@ -49,9 +49,10 @@ class FastEngine(Engine):
     """`static_decode`: decode steps of fixed shape (tree.static): "graph" captures them as CUDA
     graphs, "eager" runs the same fixed-shape steps eagerly (CPU; the tests), "off" keeps the
     growing eager steps; "auto": "graph" on one CUDA device, else "off". `warmup_s` sums the capture time
-    per step width over the engine's life."""
+    per step width over the engine's life. The default is "off" until a GPU run of benchmarks/gpu_run.sh
+    has checked the captured path against the eager one (no GPU was at hand when it was written)."""
 
-    def __init__(self, model, tokenizer, image_processor, image_batch: int = 64, static_decode: str = "auto"):
+    def __init__(self, model, tokenizer, image_processor, image_batch: int = 64, static_decode: str = "off"):
         super().__init__(model, tokenizer, image_processor)
         self.image_batch = image_batch  # CLIP forward chunk
         if static_decode not in STATIC_DECODE:
