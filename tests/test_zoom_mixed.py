@@ -185,3 +185,25 @@ def test_metrics_by_kind_on_a_hand_made_answer_file():
                                   "formats": {"vqa": local}}}}
     table = by_kind.format_kind_table(result)
     assert "| local | free form | 4 | 25.0 | 75.0 | 50.0 | 75.0 | 0.750 | 0.0% | 1 | 1 / 2 | 1 of 2 (50%) |" in table
+
+
+def test_option_lookup_records(tmp_path):
+    """--lookups: per training question the multiple-choice text, its answer written before the
+    instruction, no image -> the letter of the option that shows the answer."""
+    plain = bench.generate(tmp_path / "plain", n_train=2, n_test=0, seed=4, kinds=("local", "global"), n_train_global=1)
+    manifest = bench.generate(tmp_path / "a", n_train=2, n_test=0, seed=4, kinds=("local", "global"), n_train_global=1,
+                              lookups=2)
+    assert manifest["train_records"] == plain["train_records"] + 2 * plain["train_questions"]
+    records = {r["id"]: r for r in json.loads((tmp_path / "a" / "train.json").read_text())}
+    regions = _rows(tmp_path / "a" / "regions_train.jsonl")
+    seed = get_protocol("seed")
+    for region in regions:
+        mc = records[f"{region['id']}_mc"]["conversations"]
+        for rid in (f"{region['id']}_lookup", f"{region['id']}_lookup2"):
+            record = records[rid]
+            assert "image" not in record and "<image>" not in record["conversations"][0]["value"]
+            lines = record["conversations"][0]["value"].split("\n")
+            assert lines[-2] == f"The answer is {region['answer']}." and lines[-1] == mc[2]["value"].split("\n")[-1]
+            assert "\n".join(lines[:-2] + lines[-1:]) == mc[2]["value"].split(": ", 1)[1]
+            q = seed.from_record({"question_id": rid, "text": "\n".join(lines[:-2] + lines[-1:])})
+            assert q.option_texts[q.letters.index(record["conversations"][1]["value"])] == region["answer"]

@@ -1,6 +1,7 @@
 """The zoom bench: questions that can only be answered by zooming in, in the real file formats.
 
     python -m dualfocus.zoom.bench --out DIR --n-train N --n-test M --seed S [--box-jitter 3] [--listings 2]
+        [--kinds local|global|local,global] [--n-train-global N2] [--n-test-global M2] [--lookups K]
 
 N and M count scenes (`dualfocus.zoom.scene`); every scene gives one question per sign, asked two
 ways (held-out scenes have 3 signs; training scenes 1 to 3, which lets the tiny model learn to find
@@ -36,6 +37,14 @@ The region each question asks about (its sign) is known, so the training data is
     DIR/corpus.txt                           every text line of the bench (tokenizer training)
     DIR/manifest.json                        the arguments and counts
 
+--kinds local (the default) writes exactly today's bench. With "global", global scenes
+(`dualfocus.zoom.global_kind`: count the signs, count one colour's, name the empty corner; their
+own N2 / M2 scenes, 3 questions each, after the local ones in every file) add their questions to
+the same files, and every held-out row gets a `kind` ("local" / "global"; global ones also a
+`type`). A global question's box (its `sub_area`, and the `box` of its held-out rows) covers
+all its evidence: every sign. --lookups K adds, per training question, K text-only records: the
+multiple-choice text with "The answer is 7." before the instruction -> the letter.
+
 Each scene is drawn from its own generator, seeded by (seed, split, index): a seed gives the same
 files on every run and machine, and the test scenes do not depend on --n-train.
 """
@@ -65,6 +74,7 @@ KINDS = ("local", "global")
 LETTERS = ("A", "B", "C", "D")
 QUESTION = "What is written on the sign that is {colour}?"
 WHERE = "Where are the signs?"
+LOOKUP = "The answer is {answer}."
 
 
 def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -111,6 +121,15 @@ def mc_record(rid: str, image: str, q: str, text: str, letter: str, box_text: st
         {"from": "human", "value": answer_turn(text)}, {"from": "gpt", "value": letter}]}
 
 
+def lookup_record(rid: str, text: str, answer: str, letter: str) -> dict:
+    """The multiple-choice text with its answer written before the instruction, no image -> the letter:
+    the option lookup (answer -> the option line that shows it -> its letter) without the reading."""
+    *head, instruction = text.split("\n")
+    return {"id": rid, "conversations": [
+        {"from": "human", "value": "\n".join([*head, LOOKUP.format(answer=answer), instruction])},
+        {"from": "gpt", "value": letter}]}
+
+
 def listing(colour_boxes: dict[str, str]) -> str:
     """ "red [box], blue [box]": the scene's signs in `SIGN_COLOURS` order, each colour before its box."""
     return ", ".join(f"{c} {colour_boxes[c]}" for c in SIGN_COLOURS if c in colour_boxes)
@@ -129,6 +148,7 @@ class _Files:
     """What `generate` writes, gathered scene by scene."""
 
     kinds: tuple[str, ...]
+    lookups: int = 0  # text-only option-lookup records per multiple-choice training question
     regions: list = field(default_factory=list)  # region-annotated training questions (build_data's input)
     extra: list = field(default_factory=list)  # the other training records
     test_vqa: list = field(default_factory=list)
@@ -147,6 +167,8 @@ class _Files:
         self.extra.append(mc_record(f"{qid}_mc", image, q, text, letter, written))
         if len(self.regions) % 2 == 0:
             self.extra.append(macro_record(f"{qid}_mc_macro", image, text, letter))
+        self.extra += [lookup_record(f"{qid}_lookup{'' if c == 0 else c + 1}", text, answer, letter)
+                       for c in range(self.lookups)]
         return written
 
 
@@ -200,7 +222,7 @@ def global_scene(files: _Files, split: str, index: int, seed: int, box_jitter: i
 
 def generate(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, box_jitter: int = 3,
              listings: int = 2, kinds: Sequence[str] = ("local",), n_train_global: int | None = None,
-             n_test_global: int | None = None) -> dict:
+             n_test_global: int | None = None, lookups: int = 0) -> dict:
     """Write the bench into `out` (see the module docstring); returns the manifest. Global scenes
     (`kinds` with "global") default to as many as the local ones, and come after them in every file."""
     root = Path(out)
@@ -208,7 +230,7 @@ def generate(out: str | os.PathLike, n_train: int, n_test: int, seed: int = 0, b
     unknown = set(kinds) - set(KINDS)
     if unknown or not kinds:
         raise ValueError(f"kinds must be some of {KINDS}, got {list(kinds)}")
-    files = _Files(tuple(k for k in KINDS if k in kinds))
+    files = _Files(tuple(k for k in KINDS if k in kinds), lookups)
     n_global = {"train_global": n_train if n_train_global is None else n_train_global,
                 "test_global": n_test if n_test_global is None else n_test_global}
     for split, count in (("train", n_train), ("test", n_test)):
@@ -233,7 +255,10 @@ def write_files(root: Path, files: _Files, records: list[dict], manifest: dict) 
     write_lines_atomic(root / "test_vqa.jsonl", files.test_vqa)
     write_lines_atomic(root / "test_seed.jsonl", files.test_seed)
     lines = corpus_lines() + (global_corpus_lines() if "global" in files.kinds else [])
+    lines += [LOOKUP.format(answer=g) for g in GLYPHS] if files.lookups else []
     (root / "corpus.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if files.lookups:
+        manifest["lookups"] = files.lookups
     if files.kinds != ("local",):  # a local-only bench keeps today's manifest
         manifest.update(kinds=list(files.kinds), test_questions_per_kind={
             k: sum(r.get("kind", "local") == k for r in files.test_vqa) for k in files.kinds})
@@ -253,9 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", default="local", help="comma-separated: local (today's bench), global, or both")
     parser.add_argument("--n-train-global", type=int, default=None, help="global training scenes (default --n-train)")
     parser.add_argument("--n-test-global", type=int, default=None, help="global held-out scenes (default --n-test)")
+    parser.add_argument("--lookups", type=int, default=0,
+                        help="text-only option-lookup records per training question (multiple choice: answer -> letter)")
     args = parser.parse_args(argv)
     manifest = generate(args.out, args.n_train, args.n_test, args.seed, args.box_jitter, args.listings,
-                        tuple(k.strip() for k in args.kinds.split(",")), args.n_train_global, args.n_test_global)
+                        tuple(k.strip() for k in args.kinds.split(",")), args.n_train_global, args.n_test_global,
+                        args.lookups)
     print(json.dumps(manifest))
     return 0
 
