@@ -17,10 +17,18 @@ loop (batch 16, pre-processed tensors, one core) on a mix of zoom-bench records,
 Variants (the training mix; every record is a bench record, `dualfocus.zoom.bench`):
     base     the recipe's mix (DualFocus records in both formats, macro records, listings)
     mc       only the DualFocus multiple-choice records
+    mc_letter  the same, only the letter labelled (the trainer's mean token loss otherwise gives the
+             one-token answer ~1/25 of a record's weight, and ~1% of a recipe batch's)
     more_mc  the recipe's mix with every multiple-choice DualFocus record three times
-    text     base + one text-only option-lookup record per question: the options, "The sign
-             reads 7." and SEED's instruction -> the letter (the lookup without the reading)
---tie shares the input and output embeddings (lm_head = embed_tokens, the trained input rows).
+    text     base + one text-only option-lookup record per question: the micro turn's text (no
+             image) with "The sign reads 7." before SEED's instruction -> the letter (the lookup
+             without the reading)
+    round2   the DualFocus records of both formats, only the micro answer labelled (--round2_only)
+    round2_text  the same + the text-only lookups
+    lookup_only  only those lookups (held out: the last 300, of other scenes; mc = their letter);
+             with --scratch: is the lookup learnable by this language model from nothing?
+--tie shares the input and output embeddings (lm_head = embed_tokens, the trained input rows);
+--scratch re-initialises every weight first.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from dualfocus.zoom import bench
 
 REPO = Path(__file__).resolve().parents[2]
 LETTERS = bench.LETTERS
+HELD_OUT_LOOKUPS = 300  # lookup_only: the last ones (other scenes) are the held-out set
 
 
 def text_lookup(record: dict) -> dict:
@@ -61,13 +70,34 @@ def mix(ids: list[str], variant: str) -> list[str]:
     """The training mix's record ids (`ids`: the bench's records, then the text-only lookups)."""
     records = [i for i in ids if not i.endswith("_lookup")]
     mc = [i for i in records if i.endswith("_mc")]
-    if variant == "mc":
+    if variant in ("mc", "mc_letter"):
         return mc
     if variant == "more_mc":
         return records + mc + mc
     if variant == "text":
         return records + [i for i in ids if i.endswith("_lookup")]
+    if variant in ("round2", "round2_text"):  # the DualFocus records of both formats, no macro or listing
+        dualfocus = [i for i in records if i.endswith("_mc") or i.split("_")[-1].isdigit()]
+        return dualfocus + ([i for i in ids if i.endswith("_lookup")] if variant == "round2_text" else [])
+    if variant == "lookup_only":
+        return [i for i in ids if i.endswith("_lookup")][:-HELD_OUT_LOOKUPS]
     return records
+
+
+def letter_only(labels: torch.Tensor) -> torch.Tensor:
+    out = torch.full_like(labels, -100)
+    kept = (labels != -100).nonzero().flatten()[-2:]
+    out[kept] = labels[kept]
+    return out
+
+
+def answer_only(labels: torch.Tensor) -> torch.Tensor:
+    """The labels after the last gap: the last answer (the micro one; a lookup's only one)."""
+    out = torch.full_like(labels, -100)
+    where = (labels != -100).nonzero().flatten().tolist()
+    start = [q for k, q in enumerate(where) if k == 0 or q != where[k - 1] + 1][-1]
+    out[start:] = labels[start:]
+    return out
 
 
 def held_out(rows: list[dict]) -> list[dict]:
@@ -94,9 +124,12 @@ def score(model, items: list[dict], collate, letter_ids: list[int] | None) -> tu
     hits, preds = 0, []
     for start in range(0, len(items), 32):
         b = collate(items[start:start + 32])
-        emb, m, lab, pos = model.prepare_inputs_labels_for_multimodal(b["input_ids"], b["attention_mask"],
-                                                                      b["labels"], b["images"])
-        logits = model(inputs_embeds=emb, attention_mask=m, position_ids=pos).logits
+        if b["images"] is None:  # text-only records
+            lab, logits = b["labels"], model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        else:
+            emb, m, lab, pos = model.prepare_inputs_labels_for_multimodal(b["input_ids"], b["attention_mask"],
+                                                                          b["labels"], b["images"])
+            logits = model(inputs_embeds=emb, attention_mask=m, position_ids=pos).logits
         for i in range(len(lab)):
             answer = (lab[i] != -100).nonzero().flatten().tolist()[-2]  # the letter / glyph, before </s>
             row = logits[i, answer - 1]  # teacher-forced: "▁" before a glyph is given
@@ -135,7 +168,9 @@ def prepare(cache: Path, scenes: int, test_scenes: int, tok, processor) -> dict:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--init", default=str(REPO / "checkpoints" / "dualfocus-zoom-tiny"))
-    p.add_argument("--variant", choices=("base", "mc", "more_mc", "text"), default="base")
+    p.add_argument("--variant", choices=("base", "mc", "mc_letter", "more_mc", "text", "lookup_only", "round2",
+                                             "round2_text"), default="base")
+    p.add_argument("--scratch", action="store_true", help="re-initialise every weight first (transformers' init)")
     p.add_argument("--tie", action="store_true")
     p.add_argument("--cache", default="/tmp/zoom_mc_probe", help="where the prepared inputs are kept")
     p.add_argument("--scenes", type=int, default=400)
@@ -151,6 +186,8 @@ def main(argv=None) -> None:
     torch.manual_seed(args.seed)
     tok, model, processor, _ = load_pretrained_model(args.init, None, None, device="cpu")
     model.float()
+    if args.scratch:
+        model.apply(model._init_weights)
     if args.tie:
         model.lm_head.weight = model.model.embed_tokens.weight
     items = prepare(Path(args.cache), args.scenes, args.test_scenes, tok, processor)
@@ -158,7 +195,13 @@ def main(argv=None) -> None:
         return
     by_id = dict(zip(items["ids"], items["train"]))
     train = [by_id[i] for i in mix(items["ids"], args.variant)]
+    if args.variant == "mc_letter":  # the letter (and its </s>) is the only label: no box tokens to dilute it
+        train = [{**x, "labels": letter_only(x["labels"])} for x in train]
+    if args.variant.startswith("round2"):  # --round2_only: the micro answer is the only label
+        train = [{**x, "labels": answer_only(x["labels"])} for x in train]
     mc_test, ff_test = items["mc_test"], items["ff_test"]
+    if args.variant == "lookup_only":  # held out: the lookups of the last training questions; no reading
+        mc_test, ff_test = [by_id[i] for i in items["ids"] if i.endswith("_lookup")][-HELD_OUT_LOOKUPS:], []
     collate = DataCollator(tok.pad_token_id, 512)
     letter_ids = sorted({int(x["labels"][x["labels"] != -100][-2]) for x in mc_test})  # the letter, then </s>
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0)
@@ -172,7 +215,7 @@ def main(argv=None) -> None:
     for step in range(args.steps + 1):
         if step % args.every == 0:
             mc, top = score(model, mc_test, collate, letter_ids)
-            read, _ = score(model, ff_test, collate, None)
+            read, _ = score(model, ff_test, collate, None) if ff_test else (float("nan"), None)
             print(f"| {step} | {loss:.3f} | {mc:.3f} | {top:.2f} | {read:.3f} | {time.time() - t0:.0f} |", flush=True)
         if step == args.steps:
             break
