@@ -27,6 +27,9 @@ Variants (the training mix; every record is a bench record, `dualfocus.zoom.benc
     round2_text  the same + the text-only lookups
     lookup_only  only those lookups (held out: the last 300, of other scenes; mc = their letter);
              with --scratch: is the lookup learnable by this language model from nothing?
+    synthetic_lookup  --synthetic fresh lookups (bench.lookup_record's wording, random glyphs), each
+             seen about once, held out: 300 more
+
 --tie shares the input and output embeddings (lm_head = embed_tokens, the trained input rows);
 --scratch re-initialises every weight first.
 """
@@ -40,6 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dualfocus.conversation import conv_templates
@@ -82,6 +86,19 @@ def mix(ids: list[str], variant: str) -> list[str]:
     if variant == "lookup_only":
         return [i for i in ids if i.endswith("_lookup")][:-HELD_OUT_LOOKUPS]
     return records
+
+
+def synthetic_lookups(n: int, tok, processor) -> list[dict]:
+    """`n` text-only lookup records of random local questions (`bench.lookup_record`), as model inputs."""
+    rng = np.random.default_rng(1)
+    records = []
+    for i in range(n):
+        glyphs = [bench.GLYPHS[int(g)] for g in rng.choice(len(bench.GLYPHS), size=4, replace=False)]
+        k = int(rng.integers(0, 4))
+        colour = list(bench.SIGN_COLOURS)[int(rng.integers(0, len(bench.SIGN_COLOURS)))]
+        records.append(bench.lookup_record(f"s{i}", bench.mc_text(bench.question(colour), glyphs), glyphs[k],
+                                           LETTERS[k]))
+    return tensors(SupervisedDataset(records, tok, processor, conv_templates["vicuna_v1"]))
 
 
 def letter_only(labels: torch.Tensor) -> torch.Tensor:
@@ -169,7 +186,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--init", default=str(REPO / "checkpoints" / "dualfocus-zoom-tiny"))
     p.add_argument("--variant", choices=("base", "mc", "mc_letter", "more_mc", "text", "lookup_only", "round2",
-                                             "round2_text"), default="base")
+                                             "round2_text", "synthetic_lookup"), default="base")
     p.add_argument("--scratch", action="store_true", help="re-initialise every weight first (transformers' init)")
     p.add_argument("--tie", action="store_true")
     p.add_argument("--cache", default="/tmp/zoom_mc_probe", help="where the prepared inputs are kept")
@@ -181,6 +198,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prepare-only", action="store_true")
+    p.add_argument("--synthetic", type=int, default=24000, help="synthetic_lookup: training records")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -202,6 +220,9 @@ def main(argv=None) -> None:
     mc_test, ff_test = items["mc_test"], items["ff_test"]
     if args.variant == "lookup_only":  # held out: the lookups of the last training questions; no reading
         mc_test, ff_test = [by_id[i] for i in items["ids"] if i.endswith("_lookup")][-HELD_OUT_LOOKUPS:], []
+    if args.variant == "synthetic_lookup":  # fresh text-only lookups, none seen twice, as many as the recipe's
+        made = synthetic_lookups(args.synthetic + HELD_OUT_LOOKUPS, tok, processor)
+        train, mc_test, ff_test = made[:-HELD_OUT_LOOKUPS], made[-HELD_OUT_LOOKUPS:], []
     collate = DataCollator(tok.pad_token_id, 512)
     letter_ids = sorted({int(x["labels"][x["labels"] != -100][-2]) for x in mc_test})  # the letter, then </s>
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0)
