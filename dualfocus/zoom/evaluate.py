@@ -16,7 +16,10 @@ files' gold answers and sign boxes:
     fallback_rate       share of questions without a usable box (no micro pass)
     n                   questions
 
-per format and pooled over the formats, into OUT/summary.json. `--pictures K` also draws the first
+per format and pooled over the formats, into OUT/summary.json; with `choice` (how the choice
+between the two answers went: `by_kind`) and `kinds`: the same per question kind ("local",
+"global": a mixed bench tags its rows; a row without a kind is local), each pooled and with its
+own `formats`. --limit takes the first N questions of each kind in each format. `--pictures K` also draws the first
 K questions of each format (`dualfocus.serve.visualize`: image, box, crop, both answers) into
 OUT/pictures/.
 """
@@ -31,8 +34,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from dualfocus.benchmarks import get_benchmark
 from dualfocus.benchmarks.scoring import write_json_atomic
-from dualfocus.eval.runner import read_answer_file, run_eval
+from dualfocus.eval.runner import read_answer_file, read_question, run_eval
+from dualfocus.eval.summary import summarize
+from dualfocus.zoom.by_kind import by_kind, choice_stats, first_of_each_kind, format_kind_table, summed
 
 FORMATS = ("vqa", "seed")
 FORMAT_NAMES = {"vqa": "free form", "seed": "multiple choice (4 options)"}
@@ -73,6 +79,14 @@ def format_metrics(rows: Sequence[dict], records: Sequence[dict], summary: Mappi
     }
 
 
+def kind_metrics(fmt: str, rows: Sequence[dict], records: Sequence[dict]) -> dict:
+    """One format's metrics on one kind's rows: the runner's summary of just those questions."""
+    bench = get_benchmark(fmt)
+    summary = summarize(bench, [read_question(bench, row) for row in rows], records)
+    return {"format": FORMAT_NAMES[fmt], **format_metrics(rows, records, summary),
+            "choice": choice_stats(fmt, rows, records)}
+
+
 def pooled(per_format: Mapping[str, Mapping]) -> dict:
     """Question-weighted means over the formats."""
     n = sum(m["n"] for m in per_format.values())
@@ -90,8 +104,9 @@ def evaluate(model_path: str, data_dir: str, out_dir: str, formats: Sequence[str
     data, out = Path(data_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     per_format = {}
+    per_kind: dict[str, dict] = {}
     for fmt in formats:
-        rows = read_rows(data / f"test_{fmt}.jsonl")[:limit]
+        rows = first_of_each_kind(read_rows(data / f"test_{fmt}.jsonl"), limit)
         question_file = out / f"questions_{fmt}.jsonl"
         question_file.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         answers = out / f"answers_{fmt}.jsonl"
@@ -100,11 +115,15 @@ def evaluate(model_path: str, data_dir: str, out_dir: str, formats: Sequence[str
                            max_new_tokens=MAX_NEW_TOKENS, batch_size=batch_size, device=device, engine=engine,
                            progress=progress)
         records = read_answer_file(str(answers))
-        per_format[fmt] = {"format": FORMAT_NAMES[fmt], **format_metrics(rows, records, summary)}
+        per_format[fmt] = {"format": FORMAT_NAMES[fmt], **format_metrics(rows, records, summary),
+                           "choice": choice_stats(fmt, rows, records)}
+        for kind, kind_rows in by_kind(rows).items():
+            per_kind.setdefault(kind, {})[fmt] = kind_metrics(fmt, kind_rows, records)
         if pictures:
             draw_pictures(rows[:pictures], records, data, out / "pictures", fmt)
     result = {"model_path": str(model_path), "engine": engine, "answers_dir": str(out), **pooled(per_format),
-              "formats": per_format}
+              "choice": summed(per_format), "formats": per_format,
+              "kinds": {kind: {**pooled(f), "choice": summed(f), "formats": f} for kind, f in per_kind.items()}}
     write_json_atomic(str(out / "summary.json"), result)
     return result
 
@@ -166,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(args.model_path, args.data, args.out, args.formats, args.limit, args.engine, args.batch_size,
                       args.device, args.pictures)
     print(format_table(result))
+    if set(result["kinds"]) != {"local"}:
+        print("\n" + format_kind_table(result))
     return 0
 
 

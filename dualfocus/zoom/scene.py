@@ -124,8 +124,13 @@ def _overlaps(a, b, gap: int) -> bool:
 
 def _place_signs(rng: np.random.Generator, count: int) -> list[tuple[int, int, int, int]]:
     """`count` signs in distinct cells of the pegboard, each about centred in its cell."""
+    return boxes_in_cells(rng, rng.choice(CELLS * CELLS, size=count, replace=False))
+
+
+def boxes_in_cells(rng: np.random.Generator, cells) -> list[tuple[int, int, int, int]]:
+    """One sign box per pegboard cell (index = row * CELLS + column), about centred in it."""
     placed = []
-    for cell in rng.choice(CELLS * CELLS, size=count, replace=False):
+    for cell in cells:
         side = int(rng.integers(SIGN_MIN, SIGN_MAX + 1))
         col, row = int(cell) % CELLS, int(cell) // CELLS
         x = CELL * col + (CELL - side) // 2 + int(rng.integers(-JITTER, JITTER + 1))
@@ -161,6 +166,12 @@ def make_scene(rng: np.random.Generator, signs: int = SIGNS) -> Scene:
     colours = rng.choice(len(SIGN_COLOURS), size=signs, replace=False)
     glyphs = rng.choice(len(GLYPHS), size=signs, replace=False)
     signs = tuple(Sign(list(SIGN_COLOURS)[int(c)], GLYPHS[int(g)], b) for c, g, b in zip(colours, glyphs, boxes))
+    return draw_scene(rng, signs)
+
+
+def draw_scene(rng: np.random.Generator, signs: tuple[Sign, ...]) -> Scene:
+    """The picture of `signs`: a background and distractors from the generator's next draws, the signs on top."""
+    boxes = [s.box for s in signs]
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUNDS[int(rng.integers(0, len(BACKGROUNDS)))])
     draw = ImageDraw.Draw(image)
     for _ in range(int(rng.integers(*DISTRACTORS))):
