@@ -19,63 +19,7 @@
 # 300 questions per kind and format), LOOKUPS (1: text-only option-lookup records per training question, answer -> letter;
 # see bench.py), EPOCHS (1), LR (5e-4), BATCH (16), PYTHON (python).
 set -euo pipefail
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-export TOKENIZERS_PARALLELISM=false
-
-WORK=zoom_mixed_work
-SHIP=0
-for arg in "$@"; do
-    case $arg in
-        --ship) SHIP=1 ;;
-        -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}"; exit 0 ;;
-        -*) echo "train_zoom_mixed.sh: unknown option $arg" >&2; exit 2 ;;
-        *) WORK=$arg ;;
-    esac
-done
-SEED=${SEED:-0} N_TRAIN=${N_TRAIN:-7500} N_TRAIN_GLOBAL=${N_TRAIN_GLOBAL:-3000}
-N_TEST=${N_TEST:-100} N_TEST_GLOBAL=${N_TEST_GLOBAL:-100} LOOKUPS=${LOOKUPS:-1}
-PY=${PYTHON:-python}
-mkdir -p "$WORK"
-WORK=$(cd "$WORK" && pwd)
-started=$(date +%s)
-
-echo "== 1/4 bench: $N_TRAIN + $N_TRAIN_GLOBAL training and $N_TEST + $N_TEST_GLOBAL held-out scenes (local + global), seed $SEED"
-"$PY" -m dualfocus.zoom.bench --out "$WORK/data" --kinds local,global --seed "$SEED" \
-    --n-train "$N_TRAIN" --n-test "$N_TEST" --n-train-global "$N_TRAIN_GLOBAL" --n-test-global "$N_TEST_GLOBAL" \
-    --lookups "$LOOKUPS"
-
-echo "== 2/4 untrained model -> $WORK/init"
-"$PY" -m dualfocus.zoom.model --bench "$WORK/data" --out "$WORK/init" --seed "$SEED"
-
-echo "== 3/4 training -> $WORK/checkpoint (log: $WORK/train.log)"
-rm -rf "$WORK/checkpoint"
-"$PY" -m dualfocus.train.train \
-    --model_name_or_path "$WORK/init" \
-    --version v1 \
-    --data_path "$WORK/data/train.json" \
-    --image_folder "$WORK/data" \
-    --image_aspect_ratio pad \
-    --process_sub_area True \
-    --tune_vit True \
-    --output_dir "$WORK/checkpoint" \
-    --num_train_epochs "${EPOCHS:-1}" \
-    --per_device_train_batch_size "${BATCH:-16}" \
-    --learning_rate "${LR:-5e-4}" --weight_decay 0. --warmup_ratio 0.03 --lr_scheduler_type constant_with_warmup \
-    --logging_steps 100 --disable_tqdm True \
-    --save_strategy no \
-    --model_max_length 512 \
-    --dataloader_num_workers 0 \
-    --report_to none \
-    --use_cpu True \
-    --seed "$SEED" --data_seed "$SEED" \
-    > "$WORK/train.log" 2>&1 || { tail -20 "$WORK/train.log" >&2; echo "training failed: see $WORK/train.log" >&2; exit 1; }
-grep -E "'loss'|train_runtime" "$WORK/train.log" | tail -5
-
-echo "== 4/4 held-out evaluation, per kind -> $WORK/eval"
-"$PY" -m dualfocus.zoom.evaluate --model-path "$WORK/checkpoint" --data "$WORK/data" --out "$WORK/eval"
-
-if [ "$SHIP" = 1 ]; then
-    "$PY" -m dualfocus.zoom.ship --checkpoint "$WORK/checkpoint" --data "$WORK/data" --eval "$WORK/eval"
-fi
-echo "done in $(( ($(date +%s) - started) / 60 )) min"
+case "${1:-}" in -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}"; exit 0 ;; esac
+# The same steps as the local bench's recipe, on the mixed bench with its sizes.
+export KINDS=local,global N_TRAIN=${N_TRAIN:-7500} DEFAULT_WORK=zoom_mixed_work
+exec bash "$(dirname "${BASH_SOURCE[0]}")/train_zoom_toy.sh" "$@"

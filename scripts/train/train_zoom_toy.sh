@@ -12,30 +12,36 @@
 # WORK_DIR (default: zoom_work): data/ (the bench), init/ (untrained), checkpoint/ (trained), eval/.
 # Environment: SEED (0: the bench and the weights), N_TRAIN (10000 scenes of 1-3 signs, 5 records
 # per sign), N_TEST (100 scenes of 3 signs: 300 questions per format), EPOCHS (1), LR (5e-4),
-# BATCH (16), PYTHON (python).
+# BATCH (16), PYTHON (python). KINDS (local): local,global is the mixed bench, run by
+# train_zoom_mixed.sh with its own defaults (N_TRAIN_GLOBAL, N_TEST_GLOBAL, LOOKUPS are read then).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export TOKENIZERS_PARALLELISM=false
 
-WORK=zoom_work
+WORK=${DEFAULT_WORK:-zoom_work}
 SHIP=0
 for arg in "$@"; do
     case $arg in
         --ship) SHIP=1 ;;
-        -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}"; exit 0 ;;
-        -*) echo "train_zoom_toy.sh: unknown option $arg" >&2; exit 2 ;;
+        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -*) echo "$(basename "$0"): unknown option $arg" >&2; exit 2 ;;
         *) WORK=$arg ;;
     esac
 done
-SEED=${SEED:-0} N_TRAIN=${N_TRAIN:-10000} N_TEST=${N_TEST:-100}
+SEED=${SEED:-0} N_TRAIN=${N_TRAIN:-10000} N_TEST=${N_TEST:-100} KINDS=${KINDS:-local}
 PY=${PYTHON:-python}
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 started=$(date +%s)
+bench_args=(--out "$WORK/data" --n-train "$N_TRAIN" --n-test "$N_TEST" --seed "$SEED")
+if [ "$KINDS" != local ]; then  # the mixed bench: global scenes and option-lookup records too
+    bench_args+=(--kinds "$KINDS" --n-train-global "${N_TRAIN_GLOBAL:-3000}" --n-test-global "${N_TEST_GLOBAL:-100}"
+                 --lookups "${LOOKUPS:-1}")
+fi
 
-echo "== 1/4 bench: $N_TRAIN training and $N_TEST held-out scenes, seed $SEED -> $WORK/data"
-"$PY" -m dualfocus.zoom.bench --out "$WORK/data" --n-train "$N_TRAIN" --n-test "$N_TEST" --seed "$SEED"
+echo "== 1/4 bench ($KINDS): $N_TRAIN training and $N_TEST held-out scenes, seed $SEED -> $WORK/data"
+"$PY" -m dualfocus.zoom.bench "${bench_args[@]}"
 
 echo "== 2/4 untrained model -> $WORK/init"
 "$PY" -m dualfocus.zoom.model --bench "$WORK/data" --out "$WORK/init" --seed "$SEED"
