@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from side_env import required_env
 
 from dualfocus import demo
 from dualfocus.benchmarks import BENCHMARK_NAMES, RecordError, get_benchmark, get_protocol, vstar
@@ -119,3 +120,32 @@ def test_runner_merge_and_score_through_the_demo(tiny_checkpoint, tmp_path):
     assert score["n_questions"] == 2 and [c["count"] for c in score["categories"]] == [1, 1]
     right = sum(r["text"] == label for r, label in zip(sorted(records, key=lambda r: r["question_id"]), "BA"))
     assert score["overall_accuracy"] == 50.0 * right
+
+
+LMMS_VSTAR = """
+import json, sys
+from lmms_eval.tasks.vstar_bench import utils
+docs, preds = json.load(sys.stdin)
+out = {}
+for doc, pred in zip(docs, preds):
+    for key, value in utils.vstar_process_results(doc, [pred]).items():
+        out.setdefault(key, []).append(value)
+print(json.dumps({key: utils.vstar_aggregate_results(values) for key, values in out.items()}))
+"""
+
+
+def test_accuracies_equal_lmms_evals_vstar_task(tmp_path):
+    """lmms-eval's own vstar_bench task (process_results + aggregation, run in its side environment)
+    scores the same answers to the same accuracies: per category, and overall pooled over questions."""
+    python = required_env("DUALFOCUS_LMMS_PYTHON", "lmms_env.sh")
+    answers = [{"question_id": 0, "text": "A"}, {"question_id": 1, "text": "C"}, {"question_id": 2, "text": "C"},
+               {"question_id": 3, "text": "B"}, {"question_id": 4, "text": "B"}]
+    questions, result = write_case(tmp_path, answers)
+    ours = vstar.main(["--question-file", questions, "--result-file", result])
+    docs = [json.loads(line) for line in Path(questions).read_text().splitlines()]
+    out = subprocess.run([python, "-c", LMMS_VSTAR], input=json.dumps([docs, [a["text"] for a in answers]]),
+                         capture_output=True, text=True, timeout=120, check=True)
+    theirs = json.loads(out.stdout)
+    assert theirs["vstar_overall_acc"] == pytest.approx(ours["overall_accuracy"]) == 60.0
+    for row in ours["categories"]:
+        assert theirs[f"vstar_{row['name']}_acc"] == pytest.approx(row["accuracy"])
