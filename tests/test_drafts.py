@@ -112,27 +112,33 @@ def test_forced_outputs_accept_the_drafts_that_match(engines):
     assert got.forwards == 10 and len(forced) == 26
 
 
-def test_continuing_and_scoring_a_drafted_generation_equals_the_reference(engines):
-    """A drafted pass leaves rejected columns in the cache: a continuation and a score of it must
-    not see them."""
-    fast, ref = engines
+def continue_and_score_a_drafted_box(fast, ref, draft_length: int):
+    """A box pass drafted by an `Oracle` (3 wrong tokens in), then a continuation and a score of it,
+    each equal to the reference's; returns (box generation, reference box)."""
     tok = fast.tokenizer
     prompt = chat("<image>\nPlease provide the bounding box coordinate of the region this question asks: "
                   "What is the man holding?")
     first = ref.generate([gen(tok, prompt, [IMAGES["a"]], greedy(20))])[0]
     req = gen(tok, prompt, [IMAGES["a"]], greedy(20), expect_turns=1)
-    req.draft = Oracle(first.token_ids, length=5, wrong=3)
+    req.draft = Oracle(first.token_ids, length=draft_length, wrong=3)
     box = fast.generate([req])[0]
-    assert box.token_ids == first.token_ids and box.forwards < len(first.token_ids)
+    assert box.token_ids == first.token_ids
     answer = Chat(tok).answer_text(first.token_ids)
     follow = chat("<image>\nPlease provide the bounding box coordinate of the region this question asks: "
                   "What is the man holding?", answer, "<image>\nWhat is the man holding?")
-    cont = [gen(tok, follow, [IMAGES["a"], IMAGES["c"]], greedy(9), parent=box.handle)]
-    want = ref.generate([gen(tok, follow, [IMAGES["a"], IMAGES["c"]], greedy(9))])
-    got = fast.generate(cont)
-    assert got[0].token_ids == want[0].token_ids
-    ids = cont[0].token_ids + got[0].token_ids
-    labels = [-100] * len(cont[0].token_ids) + got[0].token_ids
-    scored = fast.loglikelihood([ScoringRequest(ids, labels, [IMAGES["a"], IMAGES["c"]], parent=got[0].handle)])
-    ref_scored = ref.loglikelihood([ScoringRequest(ids, labels, [IMAGES["a"], IMAGES["c"]])])
-    assert scored[0].loss == pytest.approx(ref_scored[0].loss, abs=TOL)
+    images = [IMAGES["a"], IMAGES["c"]]
+    cont = gen(tok, follow, images, greedy(9), parent=box.handle)
+    got = fast.generate([cont])[0]
+    assert got.token_ids == ref.generate([gen(tok, follow, images, greedy(9))])[0].token_ids
+    ids = cont.token_ids + got.token_ids
+    labels = [-100] * len(cont.token_ids) + got.token_ids
+    scored = fast.loglikelihood([ScoringRequest(ids, labels, images, parent=got.handle)])[0]
+    assert scored.loss == pytest.approx(ref.loglikelihood([ScoringRequest(ids, labels, images)])[0].loss, abs=TOL)
+    return box, first
+
+
+def test_continuing_and_scoring_a_drafted_generation_equals_the_reference(engines):
+    """A drafted pass leaves rejected columns in the cache: a continuation and a score of it must
+    not see them."""
+    box, first = continue_and_score_a_drafted_box(*engines, draft_length=5)
+    assert box.forwards < len(first.token_ids)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import pytest
 import test_engine
-from test_drafts import Oracle
-from test_engine import IMAGES, TOL, chat, gen, greedy, mixed_requests
+from test_drafts import Oracle, continue_and_score_a_drafted_box
+from test_engine import mixed_requests
 
 from dualfocus.engine import fast as fast_module
-from dualfocus.engine.base import ScoringRequest
 from dualfocus.engine.fast import FastEngine
 from dualfocus.engine.tree import plan
 from dualfocus.engine.tree.static import BUCKETS, StaticDecoder
@@ -53,24 +52,7 @@ def test_static_decode_equals_the_reference(static, draft):
 
 def test_continuing_and_scoring_after_static_steps_equals_the_reference(static):
     fast, ref, widths = static
-    tok = fast.tokenizer
-    prompt = chat("<image>\nPlease provide the bounding box coordinate of the region this question asks: "
-                  "What is the man holding?")
-    first = ref.generate([gen(tok, prompt, [IMAGES["a"]], greedy(20))])[0]
-    req = gen(tok, prompt, [IMAGES["a"]], greedy(20), expect_turns=1)
-    req.draft = Oracle(first.token_ids, length=4, wrong=3)
-    box = fast.generate([req])[0]
-    assert box.token_ids == first.token_ids
-    follow = chat("<image>\nPlease provide the bounding box coordinate of the region this question asks: "
-                  "What is the man holding?", tok.decode(first.token_ids[:-1]), "<image>\nWhat is it?")
-    images = [IMAGES["a"], IMAGES["c"]]
-    got = fast.generate([gen(tok, follow, images, greedy(9), parent=box.handle)])[0]
-    want = ref.generate([gen(tok, follow, images, greedy(9))])[0]
-    assert got.token_ids == want.token_ids
-    ids = gen(tok, follow, images, greedy(1)).token_ids + got.token_ids
-    labels = [-100] * (len(ids) - len(got.token_ids)) + got.token_ids
-    scored = fast.loglikelihood([ScoringRequest(ids, labels, images, parent=got.handle)])[0]
-    assert scored.loss == pytest.approx(ref.loglikelihood([ScoringRequest(ids, labels, images)])[0].loss, abs=TOL)
+    continue_and_score_a_drafted_box(fast, ref, draft_length=4)
     assert widths
 
 
