@@ -1,7 +1,7 @@
 """Score a checkpoint on the zoom bench's held-out questions with the real runner.
 
     python -m dualfocus.zoom.evaluate --model-path CKPT --data DIR --out OUT [--formats vqa seed]
-        [--limit N] [--engine fast|reference] [--pictures K]
+        [--limit N] [--engine fast|reference] [--pictures K] [--selection original|candidate|macro|micro]
 
 For each format (`vqa`: free form, DIR/test_vqa.jsonl; `seed`: multiple choice, DIR/test_seed.jsonl)
 `dualfocus.eval.runner.run_eval` answers the questions (macro pass, box pass, crop, micro pass,
@@ -38,6 +38,7 @@ from dualfocus.benchmarks import get_benchmark
 from dualfocus.benchmarks.scoring import write_json_atomic
 from dualfocus.eval.runner import read_answer_file, read_question, run_eval
 from dualfocus.eval.summary import summarize
+from dualfocus.focus.protocols import SELECTION_HELP, SELECTIONS
 from dualfocus.zoom.by_kind import by_kind, choice_stats, first_of_each_kind, format_kind_table, summed
 
 FORMATS = ("vqa", "seed")
@@ -99,8 +100,12 @@ def pooled(per_format: Mapping[str, Mapping]) -> dict:
 
 def evaluate(model_path: str, data_dir: str, out_dir: str, formats: Sequence[str] = FORMATS,
              limit: int | None = None, engine: str = "fast", batch_size: int = 16, device: str = "cpu",
-             pictures: int = 0, progress: bool = False) -> dict:
-    """Answer and score every format; returns (and writes to OUT/summary.json) the metrics."""
+             pictures: int = 0, progress: bool = False, selection: str = "original") -> dict:
+    """Answer and score every format; returns (and writes to OUT/summary.json) the metrics.
+
+    `selection` is the choice rule (`dualfocus.focus.protocols.SELECTIONS`): "original" as the
+    release chooses, "candidate" by each candidate's own loss.
+    """
     data, out = Path(data_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     per_format = {}
@@ -113,7 +118,7 @@ def evaluate(model_path: str, data_dir: str, out_dir: str, formats: Sequence[str
         answers.unlink(missing_ok=True)  # a fresh run, not a resume
         summary = run_eval(fmt, model_path, str(question_file), str(answers), image_folder=str(data),
                            max_new_tokens=MAX_NEW_TOKENS, batch_size=batch_size, device=device, engine=engine,
-                           progress=progress)
+                           progress=progress, selection=selection)
         records = read_answer_file(str(answers))
         per_format[fmt] = {"format": FORMAT_NAMES[fmt], **format_metrics(rows, records, summary),
                            "choice": choice_stats(fmt, rows, records)}
@@ -121,7 +126,8 @@ def evaluate(model_path: str, data_dir: str, out_dir: str, formats: Sequence[str
             per_kind.setdefault(kind, {})[fmt] = kind_metrics(fmt, kind_rows, records)
         if pictures:
             draw_pictures(rows[:pictures], records, data, out / "pictures", fmt)
-    result = {"model_path": str(model_path), "engine": engine, "answers_dir": str(out), **pooled(per_format),
+    result = {"model_path": str(model_path), "engine": engine, "selection": selection, "answers_dir": str(out),
+              **pooled(per_format),
               "choice": summed(per_format), "formats": per_format,
               "kinds": {kind: {**pooled(f), "choice": summed(f), "formats": f} for kind, f in per_kind.items()}}
     write_json_atomic(str(out / "summary.json"), result)
@@ -181,9 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--pictures", type=int, default=0)
+    parser.add_argument("--selection", default="original", choices=SELECTIONS, help=SELECTION_HELP)
     args = parser.parse_args(argv)
     result = evaluate(args.model_path, args.data, args.out, args.formats, args.limit, args.engine, args.batch_size,
-                      args.device, args.pictures)
+                      args.device, args.pictures, selection=args.selection)
     print(format_table(result))
     if set(result["kinds"]) != {"local"}:
         print("\n" + format_kind_table(result))
