@@ -31,7 +31,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dualfocus.benchmarks import get_protocol  # noqa: E402
-from dualfocus.engine.fast import STATIC_DECODE, FastEngine  # noqa: E402
+from dualfocus.engine.fast import FastEngine  # noqa: E402
+from dualfocus.engine.options import STATIC_DECODE  # noqa: E402
 from dualfocus.engine.reference import ReferenceEngine  # noqa: E402
 from dualfocus.focus.pipeline import DualFocus, FocusConfig  # noqa: E402
 from dualfocus.model.llava_llama import LlavaLlamaConfig, LlavaLlamaForCausalLM  # noqa: E402

@@ -102,6 +102,22 @@ def test_textvqa_cli_and_scorer(tiny_checkpoint, tmp_path, monkeypatch):
     assert result["samples"] == 3  # every record matched its annotation through its prompt
 
 
+def test_static_decode_flag_gives_the_same_answers(tiny_checkpoint, tmp_path, monkeypatch):
+    # --static-decode eager: the fast engine's fixed-shape decode steps (graphs need CUDA); same records
+    common = ["--model-path", tiny_checkpoint, "--question-file", DEMO / "textvqa" / "llava_textvqa_val_v051_ocr.jsonl",
+              "--image-folder", DEMO, *FAST]
+    run_cli("model_vqa_textvqa", [*common, "--answers-file", tmp_path / "off.jsonl"], monkeypatch)
+    run_cli("model_vqa_textvqa", [*common, "--answers-file", tmp_path / "eager.jsonl", "--static-decode", "eager"],
+            monkeypatch)
+    off, eager = (read_answer_file(str(tmp_path / f"{name}.jsonl")) for name in ("off", "eager"))
+    assert len(off) == 3 and [(r["text"], r["metadata"]["box_text"], r["metadata"]["micro_raw"]) for r in off] == \
+        [(r["text"], r["metadata"]["box_text"], r["metadata"]["micro_raw"]) for r in eager]
+    with pytest.raises(SystemExit):  # the reference engine has no static decode: refused before loading
+        run_cli("model_vqa_textvqa", [*common, "--answers-file", tmp_path / "ref.jsonl", "--engine", "reference",
+                                      "--static-decode", "eager"], monkeypatch)
+    assert not (tmp_path / "ref.jsonl").exists()
+
+
 def test_loader_cli_generic_vqa_macro_mode(tiny_checkpoint, tmp_path, monkeypatch):
     out = tmp_path / "answers.jsonl"
     summary = run_cli("model_vqa_loader", [

@@ -25,6 +25,7 @@ from dualfocus.engine.base import (
     max_new_tokens,
     prompt_ids,
 )
+from dualfocus.engine.options import STATIC_DECODE
 from dualfocus.engine.tree import plan
 from dualfocus.engine.tree.forward import DeviceTree
 from dualfocus.engine.tree.static import CAPACITY_STEP, Spare
@@ -42,7 +43,6 @@ class CallState:
     images: list = field(default_factory=list)  # keeps the PIL objects alive, so their ids stay unique
 
 
-STATIC_DECODE = ("auto", "off", "eager", "graph")
 
 
 class FastEngine(Engine):

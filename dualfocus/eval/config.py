@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
 
-from dualfocus.engine import ENGINE_NAMES
+from dualfocus.engine.options import ENGINE_NAMES, STATIC_DECODE
 from dualfocus.focus.pipeline import MODES, FocusConfig
 from dualfocus.focus.protocols import SELECTION_HELP, SELECTIONS
 
@@ -46,6 +46,9 @@ class EvalConfig:
     mode: str = option(_FOCUS.mode, help="macro: plain LLaVA, one pass", choices=MODES)
     engine: str = option("fast", help="fast: shared prefixes in one KV cache; reference: one question at a time",
                          choices=ENGINE_NAMES)
+    static_decode: str = option(
+        "off", help="fast engine: decode steps of fixed shape (eager), captured as CUDA graphs (graph; auto: graph on "
+                    "one CUDA device, else off); off by default until measured on a GPU", choices=STATIC_DECODE)
     selection: str = option(_FOCUS.selection, help=SELECTION_HELP, choices=SELECTIONS)
     device: str | None = option(None, help="cpu, cuda, cuda:N or auto; default: from the local rank")
     dtype: str | None = option(None, help="default: fp16 on GPU, fp32 on CPU", choices=DTYPES)

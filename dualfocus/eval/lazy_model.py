@@ -25,6 +25,9 @@ class LazyPipeline:
     def __init__(self, protocol: Protocol, config: EvalConfig):
         if config.engine not in ENGINE_NAMES:
             raise ValueError(f"unknown engine {config.engine!r}; choose one of {ENGINE_NAMES}")
+        if config.static_decode != "off" and config.engine != "fast":
+            raise ValueError(f"--static-decode {config.static_decode} needs --engine fast (the reference engine has "
+                             "no static decode)")
         self.config = config.focus_config()  # validated now, before any model is loaded
         self.protocol, self.options = protocol, config
         self.model_path = os.path.expanduser(config.model_path)
@@ -56,5 +59,5 @@ class LazyPipeline:
             self.model_path, self.options.model_base, None, device="cuda" if device == "auto" else device,
             device_map="auto" if device == "auto" else None, torch_dtype=self.options.dtype)
         self.device_used = device
-        engine = build_engine(self.options.engine, model, tokenizer, image_processor)
+        engine = build_engine(self.options.engine, model, tokenizer, image_processor, self.options.static_decode)
         return DualFocus(engine, self.protocol, self.config)
