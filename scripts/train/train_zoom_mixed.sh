@@ -21,5 +21,6 @@
 set -euo pipefail
 case "${1:-}" in -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}"; exit 0 ;; esac
 # The same steps as the local bench's recipe, on the mixed bench with its sizes.
-export KINDS=local,global N_TRAIN=${N_TRAIN:-7500} DEFAULT_WORK=zoom_mixed_work
+export KINDS=local,global N_TRAIN=${N_TRAIN:-10000} N_TRAIN_GLOBAL=${N_TRAIN_GLOBAL:-2000} LOOKUPS=${LOOKUPS:-0}
+export DEFAULT_WORK=zoom_mixed_work
 exec bash "$(dirname "${BASH_SOURCE[0]}")/train_zoom_toy.sh" "$@"
