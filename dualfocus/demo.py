@@ -6,14 +6,16 @@ The default is the zoom demo when its checkpoint is shipped, the four-format dem
 says so).
 
 --zoom: the shipped checkpoint `checkpoints/dualfocus-zoom-tiny` (a tiny LLaVA-1.5
-trained from scratch with `dualfocus.train` by `scripts/train/train_zoom_toy.sh`; docs/zoom.md) answers
-the held-out zoom-bench questions in `playground/zoom/` (signs whose glyphs cannot be read in the whole
-image, only in a crop) with the real runner, free form and multiple choice. It prints the macro,
-micro, DualFocus and oracle accuracy, the mean IoU of the boxes the model wrote and the fallback
-rate, and writes them to DIR/summary.json (its "formats" keys: "vqa" free form, "seed" multiple
-choice). Per format it draws 4 questions at random (seed 0), 2 answered right and 2 wrong, prints
+trained from scratch with `dualfocus.train` by `scripts/train/train_zoom_mixed.sh`; docs/zoom.md) answers
+the held-out zoom-bench questions in `playground/zoom/` with the real runner, free form and multiple
+choice: local ones (a sign's glyph, which cannot be read in the whole image, only in a crop) and
+global ones (counts, the empty corner: every sign is needed, a crop loses them). It prints the
+macro, micro, DualFocus and oracle accuracy, the mean IoU of the boxes the model wrote and the
+fallback rate, and writes them to DIR/summary.json (its "formats" keys: "vqa" free form, "seed"
+multiple choice; "kinds": "local" and "global", each with the same keys and how the choice went).
+Per kind and format it draws 4 questions at random (seed 0), 2 answered right and 2 wrong, prints
 their trace with the gold answer, and saves their pictures (image, predicted box, crop, both
-answers) as DIR/pictures/{free_form,multiple_choice}_{RIGHT,WRONG}_<id>.png. --model-path runs
+answers) as DIR/pictures/<kind>_{free_form,multiple_choice}_{RIGHT,WRONG}_<id>.png. --model-path runs
 another checkpoint over the same questions.
 
 --formats: the machinery over every benchmark format (each registered benchmark with demo data). Without --model-path it builds a tiny checkpoint
@@ -197,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if not args.zoom and not args.formats and not zoom_shipped(ZOOM_CHECKPOINT):
         print(f"({_shown(ZOOM_CHECKPOINT)} is not shipped yet: running the four-format demo; "
-              "scripts/train/train_zoom_toy.sh --ship builds the zoom checkpoint)", flush=True)
+              "scripts/train/train_zoom_mixed.sh --ship builds the zoom checkpoint)", flush=True)
         args.formats = True
     if args.formats:
         return run_demo(args.output_dir, args.model_path, args.benchmarks, args.max_new_tokens,

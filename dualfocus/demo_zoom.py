@@ -96,7 +96,7 @@ def run_zoom_demo(output_dir: str = "demo_output", model_path: str | None = None
     model_path = str(model_path or ZOOM_CHECKPOINT)
     if not (Path(model_path) / "config.json").is_file():
         raise FileNotFoundError(f"{model_path}: no checkpoint there (the zoom demo ships "
-                                f"{ZOOM_CHECKPOINT}; scripts/train/train_zoom_toy.sh rebuilds it)")
+                                f"{ZOOM_CHECKPOINT}; scripts/train/train_zoom_mixed.sh rebuilds it)")
     mixed = "global" in bench_kinds(data)
     print(f"=== zoom bench: {data} with {model_path} ===\n{INTRO}{INTRO_GLOBAL if mixed else ''}{INTRO_PASSES}",
           flush=True)

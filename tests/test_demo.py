@@ -108,18 +108,22 @@ def test_zoom_demo_pictures_are_a_stated_labelled_sample(tmp_path, capsys):
     out = tmp_path / "demo"
     demo.main(["--zoom", "--output-dir", str(out), "--limit", "5"])
     printed = capsys.readouterr().out
-    for label in demo.FORMAT_LABELS.values():
-        assert f"\n{label}: 4 of 5 questions, " in printed
+    kinds = ("local", "global")  # the shipped bench is mixed: a sample per kind and format
+    for kind in kinds:
+        for label in demo.FORMAT_LABELS.values():
+            assert f"\n{kind} {label}: 4 of 5 questions, " in printed
     assert "each drawn at random (seed 0) from the right or the wrong answers" in printed
     assert "first answers" not in printed and "(macro, box, micro, choice, final, gold):" in printed
     names = sorted(p.name for p in (out / "pictures").glob("*.png"))
-    assert len(names) == 2 * demo.ZOOM_PICTURES
+    assert len(names) == 2 * len(kinds) * demo.ZOOM_PICTURES
     for fmt, label in demo.FORMAT_LABELS.items():
         gold = {r["question_id"]: r["answer"] for r in map(json.loads, (out / f"questions_{fmt}.jsonl").open())}
         said = {r["question_id"]: r.get("text") for r in read_answer_file(str(out / f"answers_{fmt}.jsonl"))}
-        mine = [n for n in names if n.startswith(label.replace(" ", "_") + "_")]
-        assert len(mine) == demo.ZOOM_PICTURES
-        for name in mine:
-            verdict, qid = name[len(label) + 1:-len(".png")].split("_", 1)
-            assert verdict == ("RIGHT" if said[qid] == gold[qid] else "WRONG"), name
-            assert f"{qid}  macro=" in printed and f"final={said[qid]}  gold={gold[qid]}  {verdict}" in printed
+        for kind in kinds:
+            prefix = f"{kind}_{label.replace(' ', '_')}_"
+            mine = [n for n in names if n.startswith(prefix)]
+            assert len(mine) == demo.ZOOM_PICTURES
+            for name in mine:
+                verdict, qid = name[len(prefix):-len(".png")].split("_", 1)
+                assert verdict == ("RIGHT" if said[qid] == gold[qid] else "WRONG"), name
+                assert f"{qid}  macro=" in printed and f"final={said[qid]}  gold={gold[qid]}  {verdict}" in printed
