@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dualfocus.demo_trace import SAMPLE_SEED, Verdict, draw_sample, format_trace, keys, verdicts
 from dualfocus.paths import ZOOM_CHECKPOINT, ZOOM_DATA
-from dualfocus.zoom.by_kind import by_kind, kind_of
+from dualfocus.zoom.by_kind import by_kind, format_kind_table, kind_of
 
 ZOOM_PICTURES = 4  # questions drawn per format and kind: half answered right, half wrong
 FORMAT_LABELS = {"vqa": "free form", "seed": "multiple choice"}  # the zoom bench's formats, as printed
@@ -83,11 +83,11 @@ def run_zoom_demo(output_dir: str = "demo_output", model_path: str | None = None
     """The shipped zoom checkpoint (or `model_path`) over the held-out zoom questions; returns the summary.
 
     Writes DIR/summary.json (accuracy_macro, accuracy_micro, accuracy_dualfocus, accuracy_oracle,
-    mean_box_iou, fallback_rate, n; pooled, and per format under "formats": "vqa" is free form,
-    "seed" multiple choice), the answers (DIR/answers_{vqa,seed}.jsonl) and DIR/pictures/: per format
-    `pictures` questions, half answered right and half wrong, drawn at random (`SAMPLE_SEED`).
+    mean_box_iou, fallback_rate, n; pooled, per format under "formats": "vqa" is free form, "seed"
+    multiple choice, and per question kind under "kinds"), the answers (DIR/answers_{vqa,seed}.jsonl)
+    and DIR/pictures/: per kind and format `pictures` questions, half answered right and half wrong,
+    drawn at random (`SAMPLE_SEED`).
     """
-    from dualfocus.zoom.by_kind import format_kind_table
     from dualfocus.zoom.evaluate import evaluate, format_table
 
     started = time.perf_counter()

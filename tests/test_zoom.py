@@ -279,6 +279,19 @@ def test_fast_and_reference_engines_agree(fast_eval, tmp_path, one_thread):
 
 
 @needs_shipped
+def test_evaluate_passes_the_selection_rule_on(fast_eval, tmp_path, one_thread):
+    # --selection candidate: the same passes as the default run, the choice by each candidate's own loss
+    result = evaluate(str(CHECKPOINT), str(DATA), str(tmp_path), formats=("vqa",), limit=6, selection="candidate")
+    assert fast_eval["selection"] == "original" and result["selection"] == "candidate" and result["n"] == 12
+    records = [json.loads(line) for line in (tmp_path / "answers_vqa.jsonl").read_text().splitlines()]
+    assert {r["metadata"]["selection"] for r in records} == {"candidate"}
+    fast = {r["question_id"]: r for r in map(json.loads, (Path(fast_eval["answers_dir"]) / "answers_vqa.jsonl")
+                                                .read_text().splitlines())}
+    assert [r["metadata"]["micro_answer"] for r in records] == \
+        [fast[r["question_id"]]["metadata"]["micro_answer"] for r in records]
+
+
+@needs_shipped
 def test_demo_runs_the_zoom_bench_by_default(tmp_path, capsys, one_thread):
     out = tmp_path / "demo"
     result = demo.main(["--output-dir", str(out), "--limit", "6"])
