@@ -33,7 +33,7 @@ from dualfocus.focus.protocols import FocusQuery, Protocol
 from dualfocus.mm_utils import tokenizer_image_token
 from dualfocus.preprocess import preprocess
 
-__all__ = ["SCORING_SELECTIONS", "ScoringError", "original_scoring_prompt", "scoring_example"]
+__all__ = ["SCORING_SELECTIONS", "ScoringError", "answer_example", "original_scoring_prompt", "scoring_example"]
 
 SCORING_SELECTIONS = ("original", "candidate")  # "macro" and "micro" never score
 
@@ -85,8 +85,15 @@ def scoring_example(
 
 
 def _candidate_example(protocol, q, box_text, candidate, tokenizer, conv_mode):
+    return answer_example(protocol.micro_messages(q, box_text), candidate, tokenizer, conv_mode, q.question_id)
+
+
+def answer_example(messages, candidate: str, tokenizer, conv_mode: str = "vicuna_v1",
+                   question_id=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, labels)`` of ``candidate`` as the assistant's answer after ``messages`` (role, text):
+    only the candidate's tokens and the template's stop string after it are labelled."""
     conv = _template(conv_mode)
-    for role, text in protocol.micro_messages(q, box_text):
+    for role, text in messages:
         conv.append_message(conv.roles[role], text)
     conv.append_message(conv.roles[1], None)
     prefix = conv.get_prompt()
@@ -97,7 +104,7 @@ def _candidate_example(protocol, q, box_text, candidate, tokenizer, conv_mode):
     n = len(prefix_ids)
     if not full.startswith(prefix) or full_ids[:n] != prefix_ids or len(full_ids) == n:
         raise ScoringError(
-            f"question {q.question_id!r}: the tokens of the answered conversation do not extend the "
+            f"question {question_id!r}: the tokens of the answered conversation do not extend the "
             f"prompt's (template {conv_mode!r}, candidate {candidate!r})"
         )
     input_ids = torch.tensor(full_ids, dtype=torch.long)

@@ -30,34 +30,21 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from dualfocus.benchmarks import get_benchmark, score_answer  # noqa: E402
-from dualfocus.constants import IGNORE_INDEX  # noqa: E402
-from dualfocus.conversation import conv_templates  # noqa: E402
 from dualfocus.engine import build_engine  # noqa: E402
 from dualfocus.engine.base import ScoringRequest  # noqa: E402
 from dualfocus.eval.runner import read_question  # noqa: E402
 from dualfocus.focus.protocols import USER  # noqa: E402
-from dualfocus.mm_utils import tokenizer_image_token  # noqa: E402
+from dualfocus.focus.scoring import answer_example  # noqa: E402
 from dualfocus.model.builder import load_pretrained_model  # noqa: E402
-
-
-def example(messages, answer: str, tokenizer, conv_mode: str = "vicuna_v1") -> tuple[list[int], list[int]]:
-    """Token ids and labels of `answer` (and the template's stop) after `messages`."""
-    conv = conv_templates[conv_mode].copy()
-    for role, text in messages:
-        conv.append_message(conv.roles[role], text)
-    conv.append_message(conv.roles[1], None)
-    prefix = tokenizer_image_token(conv.get_prompt(), tokenizer)
-    conv.messages[-1][1] = answer
-    ids = tokenizer_image_token(conv.get_prompt(), tokenizer)
-    return ids, [IGNORE_INDEX] * len(prefix) + ids[len(prefix):]
 
 
 def own_losses(engine, protocol, q, meta: dict, image: Image.Image) -> tuple[float, float]:
     """(macro answer after the macro prompt, micro answer after the micro conversation)."""
     crop = image.crop(tuple(meta["crop"]))
-    macro = example(((USER, protocol.macro_prompt(q)),), meta["macro_answer"], engine.tokenizer)
-    micro = example(protocol.micro_messages(q, meta["box_text"]), meta["micro_answer"], engine.tokenizer)
-    scores = engine.loglikelihood([ScoringRequest(*macro, [image]), ScoringRequest(*micro, [image, crop])])
+    macro = answer_example(((USER, protocol.macro_prompt(q)),), meta["macro_answer"], engine.tokenizer)
+    micro = answer_example(protocol.micro_messages(q, meta["box_text"]), meta["micro_answer"], engine.tokenizer)
+    scores = engine.loglikelihood([ScoringRequest(*(t.tolist() for t in macro), [image]),
+                                 ScoringRequest(*(t.tolist() for t in micro), [image, crop])])
     return scores[0].loss, scores[1].loss
 
 
