@@ -78,13 +78,19 @@ HELD_OUT_LOOKUPS = 300  # lookup_only: the last ones (other scenes) are the held
 CACHE_VERSION = 2  # 2: with the yes/no records
 
 
-def text_lookup(record: dict) -> dict:
-    """A DualFocus MC record -> the text-only option lookup: options + the glyph read -> letter."""
+def micro_turn(record: dict) -> tuple[str, list[str], str, str, list[str]]:
+    """A DualFocus MC record's micro turn -> (question line, option lines "A. 7", instruction, letter,
+    the options' glyphs)."""
     text = record["conversations"][2]["value"].split("\n", 1)[1]  # drop "<image>\n"
     q, *rest = text.split("\n")
-    options, instruction = rest[:-1], rest[-1]
-    letter = record["conversations"][3]["value"]
-    glyph = options[LETTERS.index(letter)].split(". ", 1)[1]
+    options = rest[:-1]
+    return q, options, rest[-1], record["conversations"][3]["value"], [o.split(". ", 1)[1] for o in options]
+
+
+def text_lookup(record: dict) -> dict:
+    """A DualFocus MC record -> the text-only option lookup: options + the glyph read -> letter."""
+    q, options, instruction, letter, glyphs = micro_turn(record)
+    glyph = glyphs[LETTERS.index(letter)]
     value = "\n".join([q, *options, f"The sign reads {glyph}.", instruction])
     return {"id": f"{record['id']}_lookup", "conversations": [{"from": "human", "value": value},
                                                               {"from": "gpt", "value": letter}]}
@@ -93,9 +99,8 @@ def text_lookup(record: dict) -> dict:
 def yes_no(record: dict, rng: random.Random) -> dict:
     """A DualFocus MC record -> its yes/no verification record: the same box turn, then "Is G written
     on the sign that is red?" with G the sign's glyph or another option's (50/50) -> "Yes" / "No"."""
-    text = record["conversations"][2]["value"]
-    options = [line.split(". ", 1)[1] for line in text.split("\n") if line[:3] in ("A. ", "B. ", "C. ", "D. ")]
-    gold = options[LETTERS.index(record["conversations"][3]["value"])]
+    *_, letter, options = micro_turn(record)
+    gold = options[LETTERS.index(letter)]
     glyph = gold if rng.random() < 0.5 else rng.choice([o for o in options if o != gold])
     colour = record["conversations"][0]["value"].rsplit(" ", 1)[1].rstrip("?")
     question = f"Is {glyph} written on the sign that is {colour}?"
@@ -343,13 +348,12 @@ def glyph_probe(model, tok, items: dict, n_train: int = 2400, n_test: int = 600)
     for layer in range(states.shape[1]):
         x = states[:, layer]
         x = (x - x[:n_train].mean(0)) / (x[:n_train].std(0) + 1e-5)
-        with torch.enable_grad():
-            probe = torch.nn.Linear(x.shape[1], len(classes))
-            opt = torch.optim.Adam(probe.parameters(), 1e-2, weight_decay=1e-4)
-            for _ in range(500):
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(probe(x[:n_train]), y[:n_train]).backward()
-                opt.step()
+        probe = torch.nn.Linear(x.shape[1], len(classes))
+        opt = torch.optim.Adam(probe.parameters(), 1e-2, weight_decay=1e-4)
+        for _ in range(500):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(probe(x[:n_train]), y[:n_train]).backward()
+            opt.step()
         accuracy = (probe(x[n_train:]).argmax(-1) == y[n_train:]).float().mean().item()
         print(f"| {'embeddings' if layer == 0 else f'layer {layer}'} | {accuracy:.3f} |")
 
