@@ -51,6 +51,7 @@ Session 8's runs (docs/zoom.md, "Multiple choice: where the letter is written"),
     --glyph-probe --scenes 1600
     --variant yes_no --scenes 1600 --steps 2000 --every 250 --threads 2   (and --steps 6000 --every 500)
     --variant synthetic_lookup --scratch --batch 64 --lr 1e-3 --synthetic 64000 --steps 1000 --every 250
+        (and --synthetic 256000 --steps 4000 --every 500)
 """
 
 from __future__ import annotations
