@@ -68,7 +68,6 @@ import torch
 
 from dualfocus.conversation import conv_templates
 from dualfocus.model.builder import load_pretrained_model
-from dualfocus.train.build_data import answer_turn, box_turn
 from dualfocus.train.data import DataCollator, SupervisedDataset
 from dualfocus.train.sub_area import CropPolicy
 from dualfocus.zoom import bench
@@ -105,10 +104,13 @@ def yes_no(record: dict, rng: random.Random) -> dict:
     glyph = gold if rng.random() < 0.5 else rng.choice([o for o in options if o != gold])
     colour = record["conversations"][0]["value"].rsplit(" ", 1)[1].rstrip("?")
     question = f"Is {glyph} written on the sign that is {colour}?"
-    return {"id": f"{record['id']}_yn", "image": record["image"], "sub_area": record["sub_area"],
-            "conversations": [{"from": "human", "value": box_turn(question)}, record["conversations"][1],
-                              {"from": "human", "value": answer_turn(question)},
-                              {"from": "gpt", "value": "Yes" if glyph == gold else "No"}]}
+    return bench.mc_record(f"{record['id']}_yn", record["image"], question, question, "Yes" if glyph == gold else "No",
+                           record["conversations"][1]["value"])
+
+
+def free_form(rid: str) -> bool:
+    """A free-form DualFocus record's id ends with its question's number (`build_data`)."""
+    return rid.split("_")[-1].isdigit()
 
 
 def mix(ids: list[str], variant: str) -> list[str]:
@@ -122,7 +124,7 @@ def mix(ids: list[str], variant: str) -> list[str]:
     if variant == "text":
         return records + [i for i in ids if i.endswith("_lookup")]
     if variant in ("round2", "round2_text"):  # the DualFocus records of both formats, no macro or listing
-        dualfocus = [i for i in records if i.endswith("_mc") or i.split("_")[-1].isdigit()]
+        dualfocus = [i for i in records if i.endswith("_mc") or free_form(i)]
         return dualfocus + ([i for i in ids if i.endswith("_lookup")] if variant == "round2_text" else [])
     if variant == "lookup_only":
         return [i for i in ids if i.endswith("_lookup")][:-HELD_OUT_LOOKUPS]
@@ -160,15 +162,8 @@ def answer_only(labels: torch.Tensor) -> torch.Tensor:
 
 def held_out(rows: list[dict]) -> list[dict]:
     """Test rows -> DualFocus records with the gold box (what the micro turn sees after a right box)."""
-    out = []
-    for row in rows:
-        q = row["text"].split("\n")[0]
-        box = bench.box_to_text(bench.rounded_box(row["box"]))
-        out.append({"id": row["question_id"], "image": row["image"], "sub_area": bench.rounded_box(row["box"]),
-                    "conversations": [{"from": "human", "value": box_turn(q)}, {"from": "gpt", "value": box},
-                                      {"from": "human", "value": answer_turn(row["text"])},
-                                      {"from": "gpt", "value": row["answer"]}]})
-    return out
+    return [bench.mc_record(row["question_id"], row["image"], row["text"].split("\n")[0], row["text"], row["answer"],
+                            bench.box_to_text(bench.rounded_box(row["box"]))) for row in rows]
 
 
 def tensors(dataset: SupervisedDataset) -> list[dict]:
@@ -264,9 +259,9 @@ def training_data(items: dict, args, tok, processor) -> tuple[list[list[dict]], 
         train = [{**x, "labels": answer_only(x["labels"])} for x in train]
     pools, mc_test, ff_test = [train], items["mc_test"], items["ff_test"]
     if args.variant == "yes_no":  # + the free-form DualFocus records, + yes/no (its answer labelled)
-        free_form = [by_id[i] for i in items["ids"] if i.split("_")[-1].isdigit()]
+        free_forms = [by_id[i] for i in items["ids"] if free_form(i)]
         verify = [{**by_id[i], "labels": answer_only(by_id[i]["labels"])} for i in items["ids"] if i.endswith("_yn")]
-        pools = [train, free_form, verify]
+        pools = [train, free_forms, verify]
     if args.variant == "lookup_only":  # held out: the lookups of the last training questions; no reading
         mc_test, ff_test = [by_id[i] for i in items["ids"] if i.endswith("_lookup")][-HELD_OUT_LOOKUPS:], []
     if args.variant == "synthetic_lookup":  # fresh text-only lookups, none seen twice, as many as the recipe's
