@@ -1,0 +1,44 @@
+"""scripts/zoom/recall_probe.py lays its sequences out as docs/zoom.md says: the options' letters before
+their glyphs, digits split as "▁", digit with --split, and the label the letter of the glyph asked."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "zoom" / "recall_probe.py"
+
+
+@pytest.fixture(scope="module")
+def probe():
+    spec = importlib.util.spec_from_file_location("recall_probe", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sequence_puts_each_letter_before_its_glyph_and_labels_the_asked_one(probe):
+    tokens, labels = probe.sequence([12, 21, 15, 10], [2], prefix=2, split=True)
+    nl, dot, sp, sep = probe.NEWLINE, probe.DOT, probe.SPACE, probe.SEP
+    assert tokens == [30, 31, nl, 0, dot, sp, 12, nl, 1, dot, 21, nl, 2, dot, sp, 15, nl, 3, dot, sp, 10,
+                      sep, sp, 15, sep]
+    assert [(i, y) for i, y in enumerate(labels) if y != -100] == [(24, 2)]  # the last SEP predicts "C"
+
+
+def test_every_label_is_the_letter_of_the_option_showing_the_glyph_asked(probe):
+    args = argparse.Namespace(queries=3, prefix=0, split=True)
+    tokens, labels = probe.batch(40, torch.Generator().manual_seed(0), args)
+    checked = 0
+    for row, ys in zip(tokens.tolist(), labels.tolist()):
+        dots = [i for i, t in enumerate(row) if t == probe.DOT]  # "C" "." ["▁"] glyph
+        options = {row[i + 2] if row[i + 1] == probe.SPACE else row[i + 1]: row[i - 1] for i in dots}
+        assert sorted(options.values()) == [0, 1, 2, 3]
+        for pos, y in enumerate(ys):
+            if y != -100:
+                assert options[row[pos - 1]] == y  # the glyph just before the closing SEP
+                checked += 1
+    assert checked == 40 * 3
