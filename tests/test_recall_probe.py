@@ -4,21 +4,18 @@ their glyphs, digits split as "▁", digit with --split, and the label the lette
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
+from script_module import load_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "zoom" / "recall_probe.py"
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("recall_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def test_sequence_puts_each_letter_before_its_glyph_and_labels_the_asked_one(probe):

@@ -4,12 +4,12 @@ text lookup writes the sign's glyph, the glyph probe finds the answer's option l
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 from pathlib import Path
 
 import pytest
+from script_module import load_script
 
 from dualfocus.conversation import conv_templates
 from dualfocus.model.builder import load_pretrained_model
@@ -24,10 +24,7 @@ SHIPPED = REPO / "checkpoints" / "dualfocus-zoom-tiny"
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("zoom_mc_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")
