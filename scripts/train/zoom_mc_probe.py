@@ -99,9 +99,9 @@ def text_lookup(record: dict) -> dict:
 def yes_no(record: dict, rng: random.Random) -> dict:
     """A DualFocus MC record -> its yes/no verification record: the same box turn, then "Is G written
     on the sign that is red?" with G the sign's glyph or another option's (50/50) -> "Yes" / "No"."""
-    *_, letter, options = micro_turn(record)
-    gold = options[LETTERS.index(letter)]
-    glyph = gold if rng.random() < 0.5 else rng.choice([o for o in options if o != gold])
+    *_, letter, glyphs = micro_turn(record)
+    gold = glyphs[LETTERS.index(letter)]
+    glyph = gold if rng.random() < 0.5 else rng.choice([g for g in glyphs if g != gold])
     colour = record["conversations"][0]["value"].rsplit(" ", 1)[1].rstrip("?")
     question = f"Is {glyph} written on the sign that is {colour}?"
     return bench.mc_record(f"{record['id']}_yn", record["image"], question, question, "Yes" if glyph == gold else "No",

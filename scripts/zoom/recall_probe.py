@@ -33,14 +33,14 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 LETTERS = (0, 1, 2, 3)
-GLYPHS = 16  # token ids 10..25; the first 10 are the digits
+FIRST_GLYPH, GLYPHS, DIGITS = 10, 16, 10  # glyph token ids 10..25; the first 10 are the digits
 SEP, SPACE, DOT, NEWLINE, PAD = 4, 5, 6, 7, 8
 FILLER = 30  # filler token ids 30..89, cycled
 IGNORE = -100
 
 
 def glyph_tokens(glyph: int, split: bool) -> list[int]:
-    return [SPACE, glyph] if split and glyph < 10 + 10 else [glyph]
+    return [SPACE, glyph] if split and glyph < FIRST_GLYPH + DIGITS else [glyph]
 
 
 def sequence(glyphs: list[int], asked: list[int], prefix: int, split: bool) -> tuple[list[int], list[int]]:
@@ -61,9 +61,8 @@ def batch(n: int, rng: torch.Generator, args) -> tuple[torch.Tensor, torch.Tenso
     """(n, T) tokens and labels, left-padded to the longest (split digits make lengths differ)."""
     rows = []
     for _ in range(n):
-        glyphs = (torch.randperm(GLYPHS, generator=rng)[:4] + 10).tolist()
-        asked = [int(torch.randint(0, 4, (1,), generator=rng))]
-        asked += [int(torch.randint(0, 4, (1,), generator=rng)) for _ in range(args.queries - 1)]
+        glyphs = (torch.randperm(GLYPHS, generator=rng)[:4] + FIRST_GLYPH).tolist()
+        asked = [int(torch.randint(0, 4, (1,), generator=rng)) for _ in range(args.queries)]
         rows.append(sequence(glyphs, asked, args.prefix, args.split))
     width = max(len(tokens) for tokens, _ in rows)
     tokens = [[PAD] * (width - len(t)) + t for t, _ in rows]
