@@ -1,5 +1,6 @@
 """scripts/zoom/recall_probe.py lays its sequences out as docs/zoom.md says: the options' letters before
-their glyphs, digits split as "▁", digit with --split, and the label the letter of the glyph asked."""
+their glyphs, digits split as "▁", digit with --split, and the label the letter of the glyph asked;
+with --forward, a share of the rows asks a letter and labels its glyph."""
 
 from __future__ import annotations
 
@@ -39,3 +40,13 @@ def test_every_label_is_the_letter_of_the_option_showing_the_glyph_asked(probe):
                 assert options[row[pos - 1]] == y  # the glyph just before the closing SEP
                 checked += 1
     assert checked == 40 * 3
+
+
+def test_forward_rows_ask_a_letter_and_label_its_glyph(probe):
+    tokens, labels = probe.sequence([12, 21, 15, 10], [1], prefix=0, split=True, forward=True)
+    assert tokens[-3:] == [probe.ASK, 1, probe.ASK] and [y for y in labels if y != -100] == [21]  # "B" -> its glyph
+    args = argparse.Namespace(queries=1, prefix=0, split=False)
+    _, ys = probe.batch(200, torch.Generator().manual_seed(0), args, forward=0.5)
+    answers = ys[ys != -100]
+    forward = int((answers >= probe.FIRST_GLYPH).sum())  # a glyph answered, not a letter
+    assert 70 <= forward <= 130 and int((answers < len(probe.LETTERS)).sum()) == 200 - forward
