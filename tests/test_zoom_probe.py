@@ -75,3 +75,23 @@ def test_letter_states_takes_the_glyph_of_the_answers_option(probe, bench_dir, m
     expected = [tok(f"A. {gold_glyph(r)}", add_special_tokens=False).input_ids[-1] for r in records]
     assert glyphs == expected
     assert states.shape == (len(records), model.config.num_hidden_layers + 1, model.config.hidden_size)
+
+
+def test_synthetic_lookups_asked_both_ways(probe, monkeypatch):
+    # The records themselves (the tokenizing dataset is bypassed): a forward record's answer is the
+    # glyph of the option it names; a reverse one's the letter of the option showing its answer.
+    monkeypatch.setattr(probe, "SupervisedDataset", lambda records, *a, **k: records)
+    monkeypatch.setattr(probe, "tensors", lambda records: records)
+    made = probe.synthetic_lookups(200, None, None, forward=0.5, wording="line")
+    forward = 0
+    for record in made:
+        *options, asked = record["conversations"][0]["value"].split("\n")[1:]
+        answer = record["conversations"][1]["value"]
+        shown = dict(line.split(". ", 1) for line in options if line[1:3] == ". ")
+        if record["id"].startswith("f"):
+            assert asked in {f"{x}." for x in probe.LETTERS} and answer == shown[asked[0]], record
+            forward += 1
+        else:
+            assert asked == bench.OPTION_INSTRUCTION and f"The answer is {shown[answer]}." in options, record
+    assert 70 <= forward <= 130
+    assert all(r["id"].startswith("s") for r in probe.synthetic_lookups(50, None, None, seed=99))

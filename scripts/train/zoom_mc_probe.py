@@ -35,7 +35,9 @@ Variants (the training mix; every record is a bench record, `dualfocus.zoom.benc
              shares per batch: an answer whose first token needs the glyph read at the letter's position
              (free form writes "▁" there, the glyph one token later) and compared with a glyph in the text
     synthetic_lookup  --synthetic fresh lookups (bench.lookup_record's wording, random glyphs), each
-             seen about once, held out: 300 more
+             seen about once, held out: 300 more (their own stream since session 10; session 8's rows
+             held out the stream's last 300). --forward F: a share F asks the other way, the
+             options then "What is option C?" (--forward-wording line: "C.") -> the glyph
 
 --tie shares the input and output embeddings (lm_head = embed_tokens, the trained input rows);
 --scratch re-initialises every weight first.
@@ -52,6 +54,9 @@ Session 8's runs (docs/zoom.md, "Multiple choice: where the letter is written"),
     --variant yes_no --scenes 1600 --steps 2000 --every 250 --threads 2   (and --steps 6000 --every 500)
     --variant synthetic_lookup --scratch --batch 64 --lr 1e-3 --synthetic 64000 --steps 1000 --every 250
         (and --synthetic 256000 --steps 4000 --every 500)
+Session 10's (docs/zoom.md, "Asked both ways"):
+    --variant synthetic_lookup --scratch --batch 64 --lr 1e-3 --synthetic 160000 --forward 0.5 --steps 2500
+        --every 250 [--forward-wording line]
 """
 
 from __future__ import annotations
@@ -131,16 +136,27 @@ def mix(ids: list[str], variant: str) -> list[str]:
     return records
 
 
-def synthetic_lookups(n: int, tok, processor) -> list[dict]:
-    """`n` text-only lookup records of random local questions (`bench.lookup_record`), as model inputs."""
-    rng = np.random.default_rng(1)
+FORWARD = {"question": "What is option {letter}?", "line": "{letter}."}  # --forward-wording
+
+
+def synthetic_lookups(n: int, tok, processor, forward: float = 0.0, wording: str = "question",
+                      seed: int = 1) -> list[dict]:
+    """`n` text-only lookup records of random local questions (`bench.lookup_record`), as model inputs;
+    a share `forward` asks the other way: the options, then FORWARD[wording] -> the option's glyph."""
+    rng = np.random.default_rng(seed)
     records = []
     for i in range(n):
         glyphs = [bench.GLYPHS[int(g)] for g in rng.choice(len(bench.GLYPHS), size=4, replace=False)]
         k = int(rng.integers(0, 4))
         colour = list(bench.SIGN_COLOURS)[int(rng.integers(0, len(bench.SIGN_COLOURS)))]
-        records.append(bench.lookup_record(f"s{i}", bench.mc_text(bench.question(colour), glyphs), glyphs[k],
-                                           LETTERS[k]))
+        text = bench.mc_text(bench.question(colour), glyphs)
+        if forward and rng.random() < forward:
+            head = text.rsplit("\n", 1)[0]  # the instruction gives way to the forward question
+            records.append({"id": f"f{i}", "conversations": [
+                {"from": "human", "value": f"{head}\n{FORWARD[wording].format(letter=LETTERS[k])}"},
+                {"from": "gpt", "value": glyphs[k]}]})
+        else:
+            records.append(bench.lookup_record(f"s{i}", text, glyphs[k], LETTERS[k]))
     return tensors(SupervisedDataset(records, tok, processor, conv_templates["vicuna_v1"]))
 
 
@@ -226,6 +242,11 @@ def prepare(cache: Path, scenes: int, test_scenes: int, tok, processor) -> dict:
     return items
 
 
+def records_by_id(items: dict) -> dict:
+    """The prepared training records by their bench id."""
+    return dict(zip(items["ids"], items["train"]))
+
+
 def parse(argv) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--init", default=str(REPO / "checkpoints" / "dualfocus-zoom-tiny"))
@@ -244,13 +265,16 @@ def parse(argv) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prepare-only", action="store_true")
+    p.add_argument("--forward", type=float, default=0.0,
+                   help="synthetic_lookup: share of records asked the other way (a letter -> its glyph)")
+    p.add_argument("--forward-wording", choices=tuple(FORWARD), default="question")
     p.add_argument("--synthetic", type=int, default=24000, help="synthetic_lookup: training records")
     return p.parse_args(argv)
 
 
 def training_data(items: dict, args, tok, processor) -> tuple[list[list[dict]], list[dict], list[dict], list[dict]]:
     """(pools, each an equal share of every batch; MC held out; free form held out; yes/no held out)."""
-    by_id = dict(zip(items["ids"], items["train"]))
+    by_id = records_by_id(items)
     ids = mix(items["ids"], "mc" if args.variant == "yes_no" else args.variant)
     train = [by_id[i] for i in ids]
     if args.variant in ("mc_letter", "yes_no"):  # the letter (and its </s>) is the only label: no box tokens
@@ -265,8 +289,9 @@ def training_data(items: dict, args, tok, processor) -> tuple[list[list[dict]], 
     if args.variant == "lookup_only":  # held out: the lookups of the last training questions; no reading
         mc_test, ff_test = [by_id[i] for i in items["ids"] if i.endswith("_lookup")][-HELD_OUT_LOOKUPS:], []
     if args.variant == "synthetic_lookup":  # fresh text-only lookups, none seen twice, as many as the recipe's
-        made = synthetic_lookups(args.synthetic + HELD_OUT_LOOKUPS, tok, processor)
-        pools, mc_test, ff_test = [made[:-HELD_OUT_LOOKUPS]], made[-HELD_OUT_LOOKUPS:], []
+        made = synthetic_lookups(args.synthetic, tok, processor, args.forward, args.forward_wording)
+        held = synthetic_lookups(HELD_OUT_LOOKUPS, tok, processor, seed=99)  # reverse lookups only
+        pools, mc_test, ff_test = [made], held, []
     return pools, mc_test, ff_test, items["yn_test"] if args.variant == "yes_no" else []
 
 
@@ -333,7 +358,7 @@ def letter_states(model, tok, records: list[dict]) -> tuple[torch.Tensor, list[i
 
 def glyph_probe(model, tok, items: dict, n_train: int = 2400, n_test: int = 600) -> None:
     """Per layer: held-out accuracy of a linear probe for the glyph, at the letter's position."""
-    by_id = dict(zip(items["ids"], items["train"]))
+    by_id = records_by_id(items)
     records = [by_id[i] for i in items["ids"] if i.endswith("_mc")][:n_train + n_test]
     model.eval()
     states, glyphs = letter_states(model, tok, records)
