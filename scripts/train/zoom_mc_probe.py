@@ -14,6 +14,7 @@ prints every --every steps, on the held-out scenes (seed 0's, the shipped held-o
     mc      the micro turn's letter (argmax over A-D) is the right option
     top     the share of the most frequent predicted letter (1.0: one letter for everything)
     read    free form: the micro turn's glyph token (after its "▁", teacher-forced) is the argmax over the vocabulary
+            (synthetic_lookup --forward: the same on 300 held-out forward lookups, a letter -> its glyph)
     yn      yes_no only: the held-out verification questions (below) answered right ("Yes" / "No", 50% each)
 
 Variants (the training mix; every record is a bench record, `dualfocus.zoom.bench`):
@@ -56,7 +57,8 @@ Session 8's runs (docs/zoom.md, "Multiple choice: where the letter is written"),
         (and --synthetic 256000 --steps 4000 --every 500)
 Session 10's (docs/zoom.md, "Asked both ways"):
     --variant synthetic_lookup --scratch --batch 64 --lr 1e-3 --synthetic 160000 --forward 0.5 --steps 2500
-        --every 250 [--forward-wording line]
+        --every 250 [--forward-wording line]   (and --synthetic 384000 --steps 6000 --every 500 --threads 2;
+        --synthetic 192000 --steps 3000 --every 500 --threads 2, which scores the forward half too)
 """
 
 from __future__ import annotations
@@ -291,7 +293,9 @@ def training_data(items: dict, args, tok, processor) -> tuple[list[list[dict]], 
     if args.variant == "synthetic_lookup":  # fresh text-only lookups, none seen twice, as many as the recipe's
         made = synthetic_lookups(args.synthetic, tok, processor, args.forward, args.forward_wording)
         held = synthetic_lookups(HELD_OUT_LOOKUPS, tok, processor, seed=99)  # reverse lookups only
-        pools, mc_test, ff_test = [made], held, []
+        ff_test = synthetic_lookups(HELD_OUT_LOOKUPS, tok, processor, 1.0, args.forward_wording, seed=98) \
+            if args.forward else []  # forward only: "read" is then the forward half's glyph
+        pools, mc_test = [made], held
     return pools, mc_test, ff_test, items["yn_test"] if args.variant == "yes_no" else []
 
 
