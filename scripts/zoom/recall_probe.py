@@ -21,7 +21,7 @@ letter onto its glyph and a head that finds the glyph asked by its content.
     --queries Q Q questions per sequence, each answered in turn (the first is scored)
     --forward F a share F of the training sequences asks the other way, "ASK C ASK -> g3" (the
                 glyph's last token): the same head carries each letter onto its glyph, and here it
-                pays off alone (docs/zoom.md, "The warm-up"). Held-out sequences ask only the lookup.
+                pays off alone (docs/zoom.md, "Asked both ways"). Held-out sequences ask only the lookup.
 
 Every 250 steps it prints the accuracy on 500 held-out sequences (chance 0.25) and the seconds.
 Deterministic given the flags on one machine and thread count.
